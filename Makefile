@@ -1,0 +1,43 @@
+# Chorus — every target sets itself up: a fresh machine needs nothing installed by hand.
+# Heavy things live outside the clone, in $(CHORUS_CACHE): the virtualenv (keyed by the
+# hash of requirements.lock), pip's cache, the Go build cache and the control-plane binaries.
+SHELL := /bin/bash
+export CHORUS_CACHE ?= $(HOME)/.cache/chorus
+VENV = $(shell tools/bootstrap.sh | tail -1)
+PYTEST_ARGS ?=
+TEXT ?= Hello from Chorus. This voice runs on a PyTorch port of the Piper VITS network.
+
+.PHONY: venv run test test-unit controlplane bench bench-engine bench-operator bench-adapt clean-cache
+
+venv:  ## build or reuse the cached virtualenv and install Chorus into it
+	@echo "virtualenv: $(VENV)"
+
+controlplane:  ## build etcd, kube-apiserver, kube-controller-manager and helm into the cache
+	@bash controlplane/build.sh
+
+run:  ## the main job on the embedded default voice: synthesise speech and score it
+	@venv="$(VENV)"; mkdir -p out; \
+	"$$venv/bin/chorus" synth "$(TEXT)" -o out/hello.wav && \
+	"$$venv/bin/chorus" eval out/hello.wav --text "$(TEXT)"
+
+test:  ## every test: unit, integration (real control plane, Ray, helm) and end to end
+	@venv="$(VENV)"; bash controlplane/build.sh && \
+	PATH="$$venv/bin:$$PATH" "$$venv/bin/python" -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc = 5 ]; then echo "no tests collected" >&2; exit 1; fi; exit $$rc
+
+test-unit:  ## only the fast unit tests
+	@venv="$(VENV)"; "$$venv/bin/python" -m pytest tests/unit $(PYTEST_ARGS)
+
+bench: bench-engine  ## all benchmarks (JSON lines on stdout, files in bench/results/)
+
+bench-engine:
+	@venv="$(VENV)"; "$$venv/bin/python" -m bench.engine
+
+bench-operator:
+	@venv="$(VENV)"; bash controlplane/build.sh && "$$venv/bin/python" -m bench.operator
+
+bench-adapt:
+	@venv="$(VENV)"; "$$venv/bin/python" -m bench.adapt
+
+clean-cache:  ## drop the cached virtualenvs (the next target rebuilds them)
+	rm -rf $(CHORUS_CACHE)/venv-*

@@ -1,0 +1,60 @@
+"""The `chorus` command: one entry point, each concern registers its own subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# Each module defines `register(subparsers)` and sets `func` on the parsers it adds.
+# Imported lazily so `chorus synth` does not pay for Ray or Kubernetes imports.
+_SUBCOMMAND_MODULES = (
+    "chorus.engine.cli",
+    "chorus.quality.cli",
+    "chorus.adapters.cli",
+    "chorus.operator.cli",
+    "chorus.serving.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with every available subcommand."""
+    parser = argparse.ArgumentParser(prog="chorus", description="Chorus multi-tenant text-to-speech")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # that concern has no CLI yet
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chorus CLI; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a clear one-line error for users; tracebacks with -v
+        if args.verbose:
+            raise
+        print(f"chorus: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Set up everything Chorus needs on a fresh machine, reusing caches outside the clone.
+#   - Debian packages: espeak-ng (run as a separate process, GPL-3.0) and sox.
+#   - A virtualenv keyed by the hash of requirements.lock under $CHORUS_CACHE.
+#   - Chorus itself installed editable into that virtualenv (re-done every run: the
+#     clone may live in a different folder than the one the cached venv last saw).
+# Prints the virtualenv path on its last line.
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+cache="${CHORUS_CACHE:-$HOME/.cache/chorus}"
+mkdir -p "$cache"
+
+need_apt=()
+command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)
+command -v sox >/dev/null || need_apt+=(sox)
+if ((${#need_apt[@]})); then
+  echo "bootstrap: installing Debian packages: ${need_apt[*]}" >&2
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >&2
+fi
+
+hash="$(sha256sum "$here/requirements.lock" | cut -c1-12)"
+venv="$cache/venv-$hash"
+export PIP_CACHE_DIR="$cache/pip" PIP_DISABLE_PIP_VERSION_CHECK=1
+if [ ! -f "$venv/.complete" ]; then
+  echo "bootstrap: building virtualenv $venv (first run on this machine: several minutes)" >&2
+  rm -rf "$venv"
+  python3.11 -m venv "$venv" 2>/dev/null || python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip setuptools wheel >&2
+  "$venv/bin/pip" install --progress-bar off -r "$here/requirements.lock" >&2
+  touch "$venv/.complete"
+fi
+"$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$here" >&2
+echo "$venv"
