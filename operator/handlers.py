@@ -1,0 +1,110 @@
+"""kopf handlers: thin wrappers that hand the work to the Reconciler and turn its Result into status, Events and retries."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from chorus.operator.builders import API_VERSION, GROUP, KIND, MANAGED_BY_SELECTOR, PLURAL, VERSION, TenantRef
+from chorus.operator.kube import ApiError
+from chorus.operator.reconcile import Result, status_patch
+
+log = logging.getLogger(__name__)
+MANAGED = {"app.kubernetes.io/managed-by": "chorus-operator"}
+# Children watched for drift: (group, version, plural). Namespace and key-Secret changes lead to a
+# full reconcile; the others are restored from what was last applied.
+CHILD_RESOURCES = (
+    ("", "v1", "namespaces"), ("", "v1", "resourcequotas"), ("", "v1", "limitranges"),
+    ("", "v1", "secrets"), ("", "v1", "configmaps"), ("networking.k8s.io", "v1", "networkpolicies"),
+    ("rbac.authorization.k8s.io", "v1", "roles"), ("rbac.authorization.k8s.io", "v1", "rolebindings"),
+)
+
+
+def tenant_ref_body(ref: TenantRef) -> dict:
+    """A VoiceTenant reference that kopf.event can post Events to."""
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": ref.name, "uid": ref.uid}}
+
+
+def _post(body: Any, result_events: list) -> None:
+    for type_, reason, message in result_events:
+        kopf.event(body, type=type_, reason=reason, message=message)
+
+
+def _finish(result: Result, body: Any, old_status: dict, patch: kopf.Patch, raise_errors: bool = True) -> None:
+    _post(body, result.events)
+    for key, value in status_patch(old_status, result.status).items():
+        patch.status[key] = value
+    if not raise_errors:
+        return
+    if result.permanent_error:
+        raise kopf.PermanentError(f"invalid spec: {result.permanent_error}")
+    if result.retry_after_s is not None:
+        raise kopf.TemporaryError("tenant not ready yet; see status.conditions", delay=result.retry_after_s)
+
+
+async def reconcile_tenant(name: str, uid: str, spec: Any, meta: Any, status: Any, body: Any,
+                           patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    """On create, update and resume: apply everything the spec asks for."""
+    old = dict(status)
+    result = await memo.reconciler.reconcile(TenantRef(name, uid), dict(spec), meta.get("generation"), old)
+    _finish(result, body, old, patch)
+
+
+async def resync_tenant(name: str, uid: str, spec: Any, meta: Any, status: Any, body: Any,
+                        patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    """Periodically: the same reconcile, as a safety net for drift no watch saw (errors wait for the next tick)."""
+    old = dict(status)
+    result = await memo.reconciler.reconcile(TenantRef(name, uid), dict(spec), meta.get("generation"), old)
+    _finish(result, body, old, patch, raise_errors=False)
+
+
+async def delete_tenant(name: str, uid: str, body: Any, memo: kopf.Memo, **_: Any) -> None:
+    """On delete (behind the finalizer): remove the tenant's namespace and record; GC takes the rest."""
+    _post(body, await memo.reconciler.cleanup(TenantRef(name, uid)))
+
+
+async def repair_child(event: dict, body: Any, memo: kopf.Memo, **_: Any) -> None:
+    """A watched child changed: restore it if it drifted from what was applied."""
+    st, drift_event, needs_full = await memo.reconciler.repair(event.get("type"), dict(body))
+    if st is None:
+        return
+    if drift_event:
+        _post(tenant_ref_body(st.ref), [drift_event])
+    if needs_full:
+        await reconcile_from_api(st.ref, memo)
+
+
+async def reconcile_from_api(ref: TenantRef, memo: kopf.Memo) -> None:
+    """Reconcile a tenant outside its own handlers: read it, apply, write status only if it changed."""
+    kube = memo.kube
+    tenant = await kube.get(KIND, ref.name)
+    if not tenant or tenant["metadata"].get("uid") != ref.uid or tenant["metadata"].get("deletionTimestamp"):
+        return
+    old = tenant.get("status") or {}
+    result = await memo.reconciler.reconcile(ref, tenant.get("spec") or {}, tenant["metadata"].get("generation"), old)
+    _post(tenant_ref_body(ref), result.events)
+    changes = status_patch(old, result.status)
+    if changes:
+        try:
+            await kube.patch_status(KIND, ref.name, changes)
+        except ApiError as exc:
+            log.warning("tenant %s: could not write status (%s); the next reconcile will", ref.name, exc)
+
+
+def register(registry: kopf.OperatorRegistry, resync_interval_s: float) -> None:
+    """Register every handler on registry (handlers are not registered at import, so tests can build several)."""
+    tenants = (GROUP, VERSION, PLURAL)
+    for decorator in (kopf.on.create, kopf.on.update, kopf.on.resume):
+        decorator(*tenants, registry=registry)(reconcile_tenant)
+    kopf.timer(*tenants, registry=registry, interval=resync_interval_s, initial_delay=resync_interval_s,
+               idle=resync_interval_s / 2)(resync_tenant)
+    kopf.on.delete(*tenants, registry=registry)(delete_tenant)
+    for group, version, plural in CHILD_RESOURCES:
+        kopf.on.event(group, version, plural, registry=registry, labels=MANAGED, id=f"repair-{plural}")(repair_child)
+
+
+def label_selectors() -> dict[tuple[str, str, str], str]:
+    """Server-side label selectors for the child watches, so the operator never streams others' objects."""
+    return {res: MANAGED_BY_SELECTOR for res in CHILD_RESOURCES}

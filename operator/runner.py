@@ -1,0 +1,102 @@
+"""Run the operator: kopf cluster-wide, logged in with the Settings' kubeconfig, with peering unless standalone."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from chorus.operator import handlers
+from chorus.operator.kube import ApiError, Connection, KubeClient, load_connection, remove_credentials
+from chorus.operator.reconcile import Reconciler
+from chorus.operator.settings import Settings
+
+log = logging.getLogger(__name__)
+FIELD_MANAGER = "chorus-operator"
+PROGRESS_PREFIX = "operator.chorus.dev"  # kopf's progress and last-handled annotations
+
+
+def connection_info(conn: Connection) -> kopf.ConnectionInfo:
+    """kopf's view of the same connection the operator's own client uses."""
+    return kopf.ConnectionInfo(
+        server=conn.server, ca_path=conn.ca_path, ca_data=conn.ca_data, insecure=conn.insecure or None,
+        certificate_path=conn.cert_path, private_key_path=conn.key_path,
+        scheme="Bearer" if conn.bearer() else None, token=conn.bearer(), default_namespace="default",
+    )
+
+
+def configure(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
+    """Tune kopf: chorus annotations for its state, explicit Events only, server-side child selectors."""
+    kopf_settings.persistence.finalizer = "chorus.dev/finalizer"
+    kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PROGRESS_PREFIX)
+    kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PROGRESS_PREFIX, key="last-handled-configuration")
+    # kopf would otherwise post an Event for every handler log line; the operator posts its own.
+    kopf_settings.posting.level = logging.WARNING
+    kopf_settings.batching.batch_window = settings.batch_window_s
+    kopf_settings.batching.worker_limit = settings.worker_limit
+    kopf_settings.watching.server_timeout = 300
+    kopf_settings.networking.connect_timeout = 10
+    for selector, labels in handlers.label_selectors().items():
+        kopf_settings.watching.label_selectors[selector] = labels
+
+
+async def _ensure_platform(kube: KubeClient, settings: Settings) -> None:
+    """Create the platform namespace and the peering object if missing (a Helm install normally has them)."""
+    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": settings.platform_namespace}}
+    if await kube.create(ns) is not None:
+        log.info("created platform namespace %s", settings.platform_namespace)
+    if not settings.standalone:
+        peering = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering",
+                   "metadata": {"name": settings.peering_name}}
+        try:
+            await kube.create(peering)
+        except ApiError as exc:
+            raise RuntimeError(
+                f"cannot create ClusterKopfPeering {settings.peering_name!r} ({exc}); install "
+                "operator/crds/kopf-peering.yaml, or set CHORUS_OPERATOR_STANDALONE=true") from None
+
+
+def build_registry(settings: Settings, conn: Connection, kube: KubeClient) -> kopf.OperatorRegistry:
+    """A registry with the login, startup and cleanup activities and every handler."""
+    registry = kopf.OperatorRegistry()
+    chorus_settings = settings  # the startup activity's own `settings` argument is kopf's
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return connection_info(conn)
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        configure(settings, chorus_settings)
+        await _ensure_platform(kube, chorus_settings)
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        await kube.close()
+
+    handlers.register(registry, settings.resync_interval_s)
+    return registry
+
+
+def run(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT; returns the exit code."""
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kopf").setLevel(settings.log_level)
+    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+    conn = load_connection(settings.kubeconfig)
+    kube = KubeClient(conn, FIELD_MANAGER, settings.max_connections)
+    memo = kopf.Memo(settings=settings, kube=kube, reconciler=Reconciler(kube, settings.platform_namespace))
+    log.info("chorus operator starting: platform namespace %s, %s", settings.platform_namespace,
+             "standalone" if settings.standalone else f"peering {settings.peering_name!r} priority {settings.priority}")
+    try:
+        kopf.run(
+            registry=build_registry(settings, conn, kube), memo=memo, clusterwide=True,
+            standalone=settings.standalone, priority=settings.priority,
+            peering_name=None if settings.standalone else settings.peering_name,
+            liveness_endpoint=settings.liveness_endpoint,
+        )
+    finally:
+        remove_credentials(conn)
+    return 0
