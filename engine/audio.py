@@ -211,17 +211,22 @@ def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
 
 
 def load_audio(
-    source: str | Path, target_sr: int | None = None, *, sample_rate: int | None = None
+    source: str | Path,
+    target_sr: int | None = None,
+    *,
+    sample_rate: int | None = None,
+    storage_options: dict | None = None,
 ) -> tuple[np.ndarray, int]:
     """Read a local path or fsspec URI (file://, s3://, memory://, ...) to (float32 mono, rate).
 
-    `target_sr` resamples; `sample_rate` is only for headerless .pcm/.raw files.
+    `target_sr` resamples; `sample_rate` is only for headerless .pcm/.raw files;
+    `storage_options` go to fsspec (e.g. an s3 endpoint_url).
     """
     import fsspec
 
     uri = str(source)
     try:
-        with fsspec.open(uri, "rb") as fh:
+        with fsspec.open(uri, "rb", **(storage_options or {})) as fh:
             data = fh.read()
     except FileNotFoundError as exc:
         raise AudioError(f"no such audio file: {uri}") from exc
@@ -232,17 +237,24 @@ def load_audio(
         audio, rate = decode(data, "pcm" if fmt == "pcm" else None, sample_rate=sample_rate)
     except AudioError as exc:
         raise AudioError(f"{uri}: {exc}") from exc
+    if audio.size == 0:
+        raise AudioError(f"{uri}: the file holds no samples")
     if target_sr is not None and target_sr != rate:
         audio, rate = resample(audio, rate, target_sr), int(target_sr)
     return audio, rate
 
 
-def save_audio(dest: str | Path, audio: np.ndarray, sample_rate: int, fmt: str | None = None) -> str:
-    """Encode and write to a local path or fsspec URI; the format defaults to the extension's (else wav)."""
+def save_audio(
+    dest: str | Path, audio: np.ndarray, sample_rate: int, fmt: str | None = None, *, storage_options: dict | None = None
+) -> str:
+    """Encode and write to a local path or fsspec URI; the format defaults to the extension's (else wav).
+
+    Returns the format name written.
+    """
     import fsspec
 
     name = fmt or format_for_path(dest) or "wav"
     data = encode(audio, sample_rate, name)
-    with fsspec.open(str(dest), "wb") as fh:
+    with fsspec.open(str(dest), "wb", **(storage_options or {})) as fh:
         fh.write(data)
     return name
