@@ -71,6 +71,7 @@ def build_registry(settings: Settings, conn: Connection, kube: KubeClient) -> ko
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure(settings, chorus_settings)
         await _ensure_platform(kube, chorus_settings)
+        log.info("platform namespace %s ready; watching VoiceTenants", chorus_settings.platform_namespace)
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
@@ -82,8 +83,9 @@ def build_registry(settings: Settings, conn: Connection, kube: KubeClient) -> ko
 
 def run(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code."""
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("kopf").setLevel(settings.log_level)
+    # kopf's formatter prefixes each line with the object it is about: "[tenant-name] ...".
+    kopf.configure(debug=settings.log_level == "DEBUG", log_prefix=True)
+    logging.getLogger().setLevel(settings.log_level)
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
     conn = load_connection(settings.kubeconfig)
     kube = KubeClient(conn, FIELD_MANAGER, settings.max_connections)

@@ -1,0 +1,195 @@
+"""Operator benchmark: apply -> Ready for 1 tenant, then p50/p99 over 200 applied at once, and the operator's memory.
+
+Starts a real control plane (chorus.controlplane) and the operator as a subprocess, creates
+VoiceTenants through the API (the moment each create returns counts as "applied", as with
+`kubectl apply`) and watches them until their Ready condition is True. Prints JSON lines and
+writes bench/results/operator.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from bench.common import emit, machine_info, write_results
+from chorus.controlplane.cluster import ControlPlane
+from chorus.operator.kube import KubeClient, load_connection, object_path
+from chorus.operator.process import OperatorProcess
+from chorus.operator.testing import install_crds, tenant_manifest
+
+TARGETS = {"p50_s": 2.0, "p99_s": 10.0, "rss_mb": 250.0}
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100), nearest-rank."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(q / 100 * len(ordered) + 0.5)) - 1))]
+
+
+class ReadyWatch:
+    """Watches VoiceTenants and records when each first reports Ready=True (monotonic clock)."""
+
+    def __init__(self, kube: KubeClient) -> None:
+        self.kube = kube
+        self.ready_at: dict[str, float] = {}
+        self.waiters: dict[str, asyncio.Future] = {}
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        """Begin watching from the current resource version."""
+        listing = await self.kube.request("GET", object_path("VoiceTenant"))
+        self._task = asyncio.create_task(self._run(listing["metadata"]["resourceVersion"]))
+
+    async def _run(self, version: str) -> None:
+        session = await self.kube._ensure()
+        while True:
+            url = f"{self.kube.connection.server}{object_path('VoiceTenant')}"
+            params = {"watch": "true", "resourceVersion": version, "allowWatchBookmarks": "true"}
+            async with session.get(url, params=params, timeout=aiohttp.ClientTimeout(total=None)) as resp:
+                async for line in resp.content:
+                    event = json.loads(line)
+                    obj = event["object"]
+                    version = obj["metadata"].get("resourceVersion", version)
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        self._see(obj)
+
+    def _see(self, obj: dict) -> None:
+        name = obj["metadata"]["name"]
+        conds = (obj.get("status") or {}).get("conditions") or []
+        if name not in self.ready_at and any(c["type"] == "Ready" and c["status"] == "True" for c in conds):
+            self.ready_at[name] = time.monotonic()
+            waiter = self.waiters.get(name)
+            if waiter and not waiter.done():
+                waiter.set_result(None)
+
+    async def wait(self, names: list[str], timeout: float) -> None:
+        """Wait until every name is Ready, or the timeout passes."""
+        loop = asyncio.get_running_loop()
+        pending = []
+        for name in names:
+            if name not in self.ready_at:
+                self.waiters[name] = loop.create_future()
+                pending.append(self.waiters[name])
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+
+    async def stop(self) -> None:
+        """Stop watching."""
+        if self._task:
+            self._task.cancel()
+
+
+async def create_all(kube: KubeClient, manifests: list[dict], concurrency: int) -> dict[str, float]:
+    """Create the tenants, at most `concurrency` requests in flight; name -> when its create returned."""
+    created: dict[str, float] = {}
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(manifest: dict) -> None:
+        async with gate:
+            await kube.create(manifest)
+            created[manifest["metadata"]["name"]] = time.monotonic()
+
+    await asyncio.gather(*(one(m) for m in manifests))
+    return created
+
+
+async def measure(kubeconfig: Path, operator: OperatorProcess, tenants: int, concurrency: int,
+                  timeout: float) -> dict:
+    """The benchmark proper, against a running control plane and operator."""
+    kube = KubeClient(load_connection(kubeconfig), "chorus-bench", max_connections=concurrency + 4)
+    watch = ReadyWatch(kube)
+    await watch.start()
+    rss_peak = 0
+
+    async def sample_rss() -> None:
+        nonlocal rss_peak
+        while True:
+            rss_peak = max(rss_peak, operator.rss_bytes())
+            await asyncio.sleep(0.25)
+
+    sampler = asyncio.create_task(sample_rss())
+    voices = [{"name": "narrator", "samples": {"uri": "s3://bench/clips/"}},
+              {"name": "promo", "adapter": {"uri": "s3://bench/adapters/promo"}}]
+    try:
+        single = tenant_manifest("bench-single", voices=voices)
+        created = await create_all(kube, [single], 1)
+        await watch.wait(["bench-single"], timeout)
+        single_s = watch.ready_at["bench-single"] - created["bench-single"]
+        emit({"metric": "single_apply_to_ready_s", "value": round(single_s, 3)})
+        rss_one = operator.rss_bytes()
+
+        names = [f"bench-{i:03d}" for i in range(tenants)]
+        started = time.monotonic()
+        created = await create_all(kube, [tenant_manifest(n, voices=voices) for n in names], concurrency)
+        applied_s = time.monotonic() - started
+        await watch.wait(names, timeout)
+        done_s = time.monotonic() - started
+        latencies = [watch.ready_at[n] - created[n] for n in names if n in watch.ready_at]
+        missing = [n for n in names if n not in watch.ready_at]
+        await asyncio.sleep(2)  # settle, then read the memory the operator keeps for all tenants
+        rss_all = operator.rss_bytes()
+    finally:
+        sampler.cancel()
+        await watch.stop()
+        await kube.close()
+    result = {
+        "tenants": tenants,
+        "create_concurrency": concurrency,
+        "single_apply_to_ready_s": round(single_s, 3),
+        "batch_apply_s": round(applied_s, 3),
+        "batch_all_ready_s": round(done_s, 3),
+        "p50_s": round(statistics.median(latencies), 3) if latencies else None,
+        "p99_s": round(percentile(latencies, 99), 3) if latencies else None,
+        "max_s": round(max(latencies), 3) if latencies else None,
+        "not_ready": len(missing),
+        "rss_mb_one_tenant": round(rss_one / 2**20, 1),
+        "rss_mb_all_tenants": round(rss_all / 2**20, 1),
+        "rss_mb_peak": round(rss_peak / 2**20, 1),
+    }
+    result["targets"] = TARGETS
+    result["pass"] = bool(latencies) and not missing and result["p50_s"] <= TARGETS["p50_s"] and \
+        result["p99_s"] <= TARGETS["p99_s"] and result["rss_mb_peak"] <= TARGETS["rss_mb"]
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; exit code 0 whether or not targets are met (the JSON says)."""
+    parser = argparse.ArgumentParser(prog="python -m bench.operator", description=__doc__)
+    parser.add_argument("--tenants", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=16, help="creates in flight at once")
+    parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for Ready")
+    parser.add_argument("--log-level", default="WARNING", help="operator log level")
+    args = parser.parse_args(argv)
+
+    boot = time.monotonic()
+    with ControlPlane() as cp, tempfile.TemporaryDirectory(prefix="chorus-bench-") as tmp:
+        emit({"metric": "control_plane_start_s", "value": round(time.monotonic() - boot, 2),
+              "kubernetes": cp.version().get("gitVersion")})
+        install_crds(cp.kubectl)
+        settings = {"log_level": args.log_level, "peering_name": "bench"}
+        with OperatorProcess(cp.kubeconfig, Path(tmp) / "operator.log", settings) as operator:
+            operator.wait_for_log("watching VoiceTenants", timeout=120)
+            try:
+                result = asyncio.run(measure(cp.kubeconfig, operator, args.tenants, args.concurrency, args.timeout))
+            except BaseException:
+                print(operator.log_text()[-4000:], file=sys.stderr)
+                raise
+            errors = [line for line in operator.log_text().splitlines() if " ERROR " in line or "Traceback" in line]
+            result["operator_error_lines"] = len(errors)
+    result["kopf_settings"] = {"batch_window_s": 0.05, "worker_limit": None, "posting_level": "WARNING"}
+    result["machine"] = machine_info()
+    emit({"metric": "operator", **result})
+    write_results("operator", result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
