@@ -1,0 +1,201 @@
+"""Export Chorus's PyTorch VITS to ONNX as two graphs, with the flow and decoder Conv weights overridable per run.
+
+The network is split where the alignment happens: the *text* graph maps phoneme ids to the per-phoneme
+prior and whole-frame durations; the host repeats each phoneme's prior for its duration; the *audio*
+graph samples the prior, runs the reverse flow and the HiFi-GAN decoder. Noise enters as inputs
+(drawn by the caller from a seeded torch generator in the same order as `VitsModel.infer`), so the
+ONNX runtime gives the torch engine's output for the same seed, and the graphs carry no random ops
+and none of the data-dependent alignment ops (CumSum/NonZero/ScatterND) of Piper's single graph.
+Every Conv weight of the audio graph is also a graph input named by its state-dict key, so an ONNX
+Runtime adapter can replace any of them per run (a tenant voice's merged LoRA weights).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import NamedTuple
+
+import onnx
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from .ort_adapters import AdapterError, conv_weight_keys, expose_weights
+from .vits import VitsModel
+from .vits.layers import sequence_mask
+
+log = logging.getLogger(__name__)
+
+# Bump when the graphs' contract or structure changes: cached exports carry it in their file name.
+EXPORTER_VERSION = "v1"
+OPSET = 17
+
+TEXT_INPUTS = ("input", "input_lengths", "scales", "dp_noise")
+TEXT_OUTPUTS = ("m_p", "logs_p", "durations")
+AUDIO_INPUTS = ("m_p", "logs_p", "noise", "y_lengths", "scales")
+AUDIO_OUTPUTS = ("audio",)
+
+
+class OnnxExport(NamedTuple):
+    """The two exported graphs of one base model."""
+
+    text: Path  # phoneme ids -> prior per phoneme + durations
+    audio: Path  # expanded prior + noise -> waveform; flow/decoder Conv weights overridable
+
+
+class _TextStage(nn.Module):
+    """ids, lengths, scales (noise, length, noise_w), dp noise [B, 2, T] -> m_p, logs_p, durations."""
+
+    def __init__(self, model: VitsModel) -> None:
+        super().__init__()
+        self.enc_p = model.enc_p
+        self.dp = model.dp
+
+    def forward(self, ids, lengths, scales, dp_noise):
+        enc = self.enc_p(ids, lengths)
+        dp, x_mask = self.dp, enc.x_mask
+        # The duration predictor's reverse pass with the noise given instead of drawn
+        # (StochasticDurationPredictor.forward draws it from a generator).
+        h = dp.proj(dp.convs(dp.pre(enc.x), x_mask)) * x_mask
+        z = dp_noise * scales[2]
+        for flow in reversed(dp.flows):
+            if type(flow).__name__ == "UnusedFlow":
+                continue
+            z = flow(z, x_mask, g=h, reverse=True)
+        w = torch.exp(z[:, :1]) * x_mask * scales[1]
+        return enc.m_p, enc.logs_p, torch.ceil(w).squeeze(1).long()
+
+
+class _AudioStage(nn.Module):
+    """Expanded prior m_p, logs_p [B, C, F], noise [B, C, F], frame lengths [B], scales -> audio [B, F * hop]."""
+
+    def __init__(self, model: VitsModel) -> None:
+        super().__init__()
+        self.flow = model.flow
+        self.dec = model.dec
+        self.hop = model.hop_length
+
+    def forward(self, m_p, logs_p, noise, y_lengths, scales):
+        y_mask = sequence_mask(y_lengths, m_p.shape[2]).unsqueeze(1).to(m_p.dtype)
+        z_p = m_p + noise * torch.exp(logs_p) * scales[0]
+        z = self.flow(z_p, y_mask, reverse=True)
+        audio = self.dec(z * y_mask).squeeze(1)
+        # Zero past each item's end, as VitsModel.decode does; expressed as an outer product
+        # so it exports without repeat_interleave.
+        sample_mask = (y_mask.transpose(1, 2) * torch.ones(1, 1, self.hop, dtype=m_p.dtype)).flatten(1)
+        return audio * sample_mask
+
+
+def _distinct_copy(model: VitsModel) -> VitsModel:
+    """A copy whose every parameter holds distinct random values.
+
+    The TorchScript exporter merges initializers with identical contents into one, which would tie
+    two overridable weights together (e.g. zero-initialised layers); exporting random values and
+    writing the real ones back by name afterwards avoids that.
+    """
+    twin = copy.deepcopy(model).eval()
+    gen = torch.Generator().manual_seed(1234)
+    with torch.no_grad():
+        for param in twin.parameters():
+            param.copy_(torch.randn(param.shape, generator=gen) * 0.01 + 1e-3)
+    return twin
+
+
+def _restore_weights(proto: onnx.ModelProto, model: VitsModel) -> None:
+    """Write the real parameter values into initializers named by state-dict key; fail if any is missing."""
+    state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    for init in proto.graph.initializer:
+        if init.name in state:
+            init.CopyFrom(numpy_helper.from_array(state[init.name], init.name))
+
+
+def _export_stage(stage: nn.Module, args: tuple, path: Path, inputs: tuple, outputs: tuple,
+                  dynamic_axes: dict) -> onnx.ModelProto:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(stage, args, str(path), input_names=list(inputs), output_names=list(outputs),
+                          dynamic_axes=dynamic_axes, opset_version=OPSET, do_constant_folding=True,
+                          dynamo=False)
+    return onnx.load(str(path))
+
+
+def _example_inputs(model: VitsModel) -> tuple[tuple, tuple]:
+    ids = torch.randint(3, 150, (2, 23))
+    lengths = torch.tensor([23, 17])
+    scales = torch.tensor([0.667, 1.0, 0.8])
+    frames, channels = 41, model.hp.inter_channels
+    text = (ids, lengths, scales, torch.randn(2, 2, 23))
+    audio = (torch.randn(2, channels, frames), torch.randn(2, channels, frames) * 0.1,
+             torch.randn(2, channels, frames), torch.tensor([41, 30]), scales)
+    return text, audio
+
+
+def export_onnx(model: VitsModel, directory: Path | str, stem: str = "chorus") -> OnnxExport:
+    """Export `model` as `<stem>-text.onnx` and `<stem>-audio.onnx` in `directory` (flow/dec Conv weights overridable)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    twin = _distinct_copy(model)
+    text_args, audio_args = _example_inputs(model)
+    paths = OnnxExport(directory / f"{stem}-text.onnx", directory / f"{stem}-audio.onnx")
+    with torch.no_grad(), tempfile.TemporaryDirectory(dir=directory) as tmp:
+        # Only the audio graph needs the distinct-values twin: the text graph has nothing overridable.
+        text = _export_stage(_TextStage(model).eval(), text_args, Path(tmp) / "text.onnx", TEXT_INPUTS,
+                             TEXT_OUTPUTS, {"input": {0: "batch", 1: "phonemes"}, "input_lengths": {0: "batch"},
+                                            "dp_noise": {0: "batch", 2: "phonemes"},
+                                            "m_p": {0: "batch", 2: "phonemes"}, "logs_p": {0: "batch", 2: "phonemes"},
+                                            "durations": {0: "batch", 1: "phonemes"}})
+        frames = {0: "batch", 2: "frames"}
+        audio = _export_stage(_AudioStage(twin).eval(), audio_args, Path(tmp) / "audio.onnx", AUDIO_INPUTS,
+                              AUDIO_OUTPUTS, {"m_p": frames, "logs_p": frames, "noise": frames,
+                                              "y_lengths": {0: "batch"}, "audio": {0: "batch", 1: "samples"}})
+        _restore_weights(audio, model)
+        keys = conv_weight_keys(audio, prefixes=("/flow/", "/dec/"))
+        _check_overridable(keys, model)
+        expose_weights(audio, keys)
+        for proto, path in ((text, paths.text), (audio, paths.audio)):
+            proto.producer_name, proto.producer_version = "chorus", EXPORTER_VERSION
+            onnx.checker.check_model(proto)
+            _atomic_save(proto, path)
+    return paths
+
+
+def _check_overridable(keys: dict[str, str], model: VitsModel) -> None:
+    """Every Conv1d weight of flow and dec must have become an overridable initializer."""
+    expected = {f"{name}.weight" for name, mod in model.named_modules()
+                if isinstance(mod, nn.Conv1d) and name.startswith(("flow.", "dec."))}
+    missing = sorted(expected - set(keys.values()))
+    if missing:
+        raise AdapterError(f"export lost the overridable weights {missing[:5]} ({len(missing)} of {len(expected)})")
+
+
+def _atomic_save(proto: onnx.ModelProto, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        onnx.save(proto, tmp)
+        os.replace(tmp, path)  # concurrent loaders never see a partial file
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def onnx_cache_dir() -> Path:
+    """Where exports are cached: ${CHORUS_CACHE:-~/.cache/chorus}/onnx."""
+    root = os.environ.get("CHORUS_CACHE") or Path.home() / ".cache" / "chorus"
+    return Path(root) / "onnx"
+
+
+def cached_export(model: VitsModel, fingerprint: str, cache_dir: Path | None = None) -> OnnxExport:
+    """The export of the base model with this fingerprint, from the cache or exported now when missing."""
+    cache_dir = cache_dir or onnx_cache_dir()
+    stem = f"{fingerprint[:16]}-{EXPORTER_VERSION}"
+    paths = OnnxExport(cache_dir / f"{stem}-text.onnx", cache_dir / f"{stem}-audio.onnx")
+    if paths.text.is_file() and paths.audio.is_file():
+        return paths
+    log.info("exporting the base model to ONNX in %s", cache_dir)
+    return export_onnx(model, cache_dir, stem)
