@@ -235,3 +235,15 @@ def test_transcript_list_shapes():
         ("a.wav", "plain text"), ("LJ001", "normalized text"), ("x/y.wav", "sovits text"), ("empty", "")]
     with pytest.raises(TranscriptError, match="list.txt:2: expected 2"):
         parse_transcripts("ok.wav|fine\na|b|c|d|e\n", "list.txt")
+
+
+def test_cli_prepare(mixed_source, tmp_path, capsys):
+    from chorus.cli import main as chorus_main
+
+    assert chorus_main(["adapter", "prepare", str(mixed_source), str(tmp_path / "ok"), "--min-total-s", "5",
+                        "--max-clip-s", "10", "--target-clip-s", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "5 clips kept" in out and "dataset hash" in out and "too_long" in out
+    assert chorus_main(["adapter", "prepare", str(mixed_source), str(tmp_path / "few"), "--max-clip-s", "10"]) == 1
+    err = capsys.readouterr().err
+    assert "too little usable speech" in err and "30.0 s needed" in err and "undecodable" in err
