@@ -170,7 +170,7 @@ class KubeClient:
                 async with session.request(method, self.connection.server + path, data=data,
                                            params=params, headers=headers) as resp:
                     text = await resp.text()
-                    if resp.status == 404 and method != "POST":
+                    if resp.status == 404 and method in ("GET", "DELETE"):
                         return None
                     if (resp.status == 429 or resp.status >= 500) and attempt < 3:
                         await asyncio.sleep(0.2 * 2 ** attempt)

@@ -125,7 +125,17 @@ class Reconciler:
         parts = [c.condition(c.SPEC_VALID, True, "Parsed", "the spec is valid", gen)]
         events: list[Event] = []
 
-        blocked = await self._namespace_blocker(ref)
+        # A tenant this process has applied before has its namespace; otherwise create it, and
+        # only if it already exists check that it is this tenant's before taking it over.
+        namespace = build_namespace(ref)
+        created, blocked = None, None
+        if not st.desired:
+            try:
+                created = await self.kube.create(namespace)
+            except ApiError as exc:
+                blocked = (c.APPLY_FAILED, f"cannot create namespace {ref.namespace}: {exc}", 10.0)
+            if created is None and blocked is None:
+                blocked = await self._namespace_blocker(ref)
         if blocked is not None:
             reason, message, delay = blocked
             parts += [c.condition(c.RESOURCES_READY, False, reason, message, gen),
@@ -133,8 +143,9 @@ class Reconciler:
             return Result(compose_status(old, gen, parts, ref.namespace, None, None), retry_after_s=delay)
 
         try:
-            desired = [build_namespace(ref)] + build_children(ref, spec, self.platform_namespace)
-            await self.kube.apply(desired[0])
+            desired = [namespace] + build_children(ref, spec, self.platform_namespace)
+            if created is None:
+                await self.kube.apply(namespace)
             await asyncio.gather(*(self.kube.apply(obj) for obj in desired[1:]))
             key_hash, key_event = await self._ensure_key(st, old)
             if key_event:
@@ -176,26 +187,29 @@ class Reconciler:
         return None
 
     async def _ensure_key(self, st: TenantState, old: dict) -> tuple[str, Event | None]:
-        """The key's hash; creates a key if its Secret is missing or holds no valid key (never logs the key)."""
+        """The key's hash; creates a key if its Secret is missing or holds no valid key (never logs the key).
+
+        A tenant never seen with a key tries to create the Secret first (one request for a new
+        tenant); a conflict means it exists (e.g. made before a restart) and it is read instead.
+        """
         ref = st.ref
-        secret = await self.kube.get("Secret", KEY_SECRET_NAME, ref.namespace)
-        why = "its Secret was missing"
-        if secret is not None:
-            key = secret_value(secret, KEY_SECRET_FIELD)
-            if is_valid_api_key(key):
-                return hash_api_key(key), None
-            why = "its Secret held no valid key"
-            await self.kube.delete("Secret", KEY_SECRET_NAME, ref.namespace, uid=secret["metadata"]["uid"])
-        key = generate_api_key()
-        if await self.kube.create(build_api_key_secret(ref, key)) is None:
-            # Created meanwhile by another reconcile of this tenant (another replica, a restarted one).
-            secret = await self.kube.get("Secret", KEY_SECRET_NAME, ref.namespace) or {}
-            key = secret_value(secret, KEY_SECRET_FIELD)
-            if not is_valid_api_key(key):
-                raise ApiError(409, "Conflict", f"Secret {ref.namespace}/{KEY_SECRET_NAME} changed while being read")
-            return hash_api_key(key), None
         had_key = st.key_sha256 is not None or any(
             cond.get("type") == c.API_KEY_READY and cond.get("status") == "True" for cond in old.get("conditions", []))
+        why = "its Secret was missing"
+        for attempt in range(2):
+            if had_key or attempt:
+                secret = await self.kube.get("Secret", KEY_SECRET_NAME, ref.namespace)
+                if secret is not None:
+                    key = secret_value(secret, KEY_SECRET_FIELD)
+                    if is_valid_api_key(key):
+                        return hash_api_key(key), None
+                    why = "its Secret held no valid key"
+                    await self.kube.delete("Secret", KEY_SECRET_NAME, ref.namespace, uid=secret["metadata"]["uid"])
+            key = generate_api_key()
+            if await self.kube.create(build_api_key_secret(ref, key)) is not None:
+                break
+        else:
+            raise ApiError(409, "Conflict", f"Secret {ref.namespace}/{KEY_SECRET_NAME} keeps changing")
         where = f"Secret {ref.namespace}/{KEY_SECRET_NAME}"
         if had_key:
             return hash_api_key(key), ("Warning", c.EVENT_KEY_REGENERATED,
@@ -237,6 +251,7 @@ class Reconciler:
                 return st, None, False
             if event_type == "DELETED":
                 if kind == "Namespace":
+                    st.desired = {}  # check ownership again before re-creating it
                     return st, None, True
                 what = "was deleted"
             else:
@@ -244,7 +259,11 @@ class Reconciler:
                 if not diffs:
                     return st, None, False
                 what = f"was edited ({', '.join(diffs[:5])})"
-            await self.kube.apply(desired)
+            try:
+                await self.kube.apply(desired)
+            except ApiError as exc:  # e.g. the namespace is terminating: its own DELETED event follows
+                log.warning("tenant %s: could not restore %s %s: %s", st.ref.name, kind, name, exc)
+                return st, None, False
         where = f"{ns}/{name}" if ns else name
         log.info("tenant %s: %s %s %s; restored", st.ref.name, kind, where, what)
         return st, ("Warning", c.EVENT_RESTORED, f"{kind} {where} {what}; restored"), False

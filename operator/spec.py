@@ -132,8 +132,7 @@ class Voice(_Model):
 
     name: str = Field(pattern=DNS_LABEL, max_length=40, description="Unique in the tenant.")
     language: Literal[LANGUAGES] = Field("en-us", description="espeak-ng voice name.")  # type: ignore[valid-type]
-    version: str | None = Field(None, pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$",
-                                max_length=63, description="Pinned adapter version.")
+    version: int | None = Field(None, ge=1, description="Pinned adapter version in the registry (1, 2, ...).")
     samples: Samples | None = Field(None, description="Train from these recordings.")
     adapter: Adapter | None = Field(None, description="Attach this prebuilt adapter.")
 

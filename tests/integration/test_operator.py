@@ -55,7 +55,7 @@ def test_create_makes_every_child(operator, kubectl, unique_name):
         name, owners=[{"kind": "User", "name": f"{name}-alice"}],
         quota={"cpu": "3", "memory": "6Gi", "pods": 7},
         voices=[{"name": "narrator", "samples": {"uri": "s3://clips/narrator/"}},
-                {"name": "promo", "adapter": {"uri": "s3://adapters/promo"}, "version": "2"}]))
+                {"name": "promo", "adapter": {"uri": "s3://adapters/promo"}, "version": 2}]))
     tenant = wait_ready(kubectl, name)
 
     status = tenant["status"]

@@ -18,7 +18,7 @@ VALID_SPEC = {
     "api": {"requestsPerMinute": 60},
     "voices": [
         {"name": "narrator", "samples": {"uri": "s3://bucket/clips/", "training": {"steps": 200, "rank": 4}}},
-        {"name": "promo", "version": "3", "adapter": {"uri": "file:///srv/adapters/promo", "sha256": "ab" * 32}},
+        {"name": "promo", "version": 3, "adapter": {"uri": "file:///srv/adapters/promo", "sha256": "ab" * 32}},
     ],
 }
 
@@ -78,7 +78,8 @@ MALFORMED = [
     ("adapter-uri-missing", _with("spec.voices.1.adapter.uri", "DELETE"), "spec.voices[1].adapter.uri: Required value"),
     ("adapter-sha256-not-hex", _with("spec.voices.1.adapter.sha256", "xyz"),
      "spec.voices[1].adapter.sha256 in body should match"),
-    ("version-pin-malformed", _with("spec.voices.1.version", "-3 beta"), "spec.voices[1].version in body should match"),
+    ("version-pin-zero", _with("spec.voices.1.version", 0), "spec.voices[1].version in body should be greater than or equal to 1"),
+    ("version-pin-not-a-number", _with("spec.voices.1.version", "latest"), "spec.voices[1].version: Invalid value"),
     ("too-many-voices", _with("spec.voices", [{"name": f"v{i}", "adapter": {"uri": "s3://b/a"}} for i in range(33)]),
      "must have at most 32 items"),
     ("unknown-spec-field", _with("spec.bogus", True), 'unknown field "spec.bogus"'),

@@ -21,7 +21,7 @@ SPEC = parse_spec({
                {"kind": "ServiceAccount", "name": "ci", "namespace": "build"}],
     "quota": {"cpu": "3", "memory": "6Gi", "pods": 7},
     "voices": [{"name": "narrator", "samples": {"uri": "s3://b/c"}},
-               {"name": "promo", "adapter": {"uri": "s3://b/a"}, "version": "2"}],
+               {"name": "promo", "adapter": {"uri": "s3://b/a"}, "version": 2}],
 })
 
 
@@ -75,7 +75,7 @@ def test_api_keys_are_random_and_only_their_hash_is_shared():
     assert record["metadata"]["namespace"] == "chorus-system"
     assert a not in json.dumps(record) and record["data"]["apiKeySha256"] == hash_api_key(a)
     assert json.loads(record["data"]["voices.json"])[1] == {
-        "name": "promo", "state": "Pending", "version": "2", "language": "en-us"}
+        "name": "promo", "state": "Pending", "version": 2, "language": "en-us"}
 
 
 def test_pending_driver_says_what_each_voice_waits_for():

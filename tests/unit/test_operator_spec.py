@@ -34,7 +34,7 @@ def test_full_spec_round_trips_by_alias():
         "api": {"requestsPerMinute": 60, "maxConcurrent": 2, "maxCharsPerRequest": 300},
         "voices": [
             {"name": "narrator", "samples": {"uri": "s3://b/clips/", "training": {"steps": 10, "rank": 4}}},
-            {"name": "promo", "adapter": {"uri": "file:///adapters/promo", "sha256": "a" * 64}, "version": "3"},
+            {"name": "promo", "adapter": {"uri": "file:///adapters/promo", "sha256": "a" * 64}, "version": 3},
         ],
     }
     spec = parse_spec(raw)
