@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
-from datetime import datetime, timezone
+from datetime import datetime, timezone, UTC
 from pathlib import Path
 from typing import Any, Literal
 
@@ -191,7 +191,7 @@ def build_manifest(
             tenant=tenant, voice=voice, base_model=BaseModelRef(name=base_name, fingerprint=base_fingerprint),
             dataset_hash=dataset_hash, training=training or {}, quality=quality,
             profile=profile if isinstance(profile, VoiceProfile) else VoiceProfile(**(profile or {})),
-            files=files, created=datetime.now(timezone.utc))
+            files=files, created=datetime.now(UTC))
     except ValidationError as exc:
         raise ManifestError(f"invalid manifest values: {exc}") from exc
     write_manifest(root, manifest)
@@ -216,6 +216,14 @@ def save_peft_adapter(peft_model: Any, out_dir: str | Path, adapter_name: str = 
                 raise MissingFileError(f"peft did not write {name} for adapter {adapter_name!r}", file=name)
             (out / name).write_bytes((src / name).read_bytes())
     return out
+
+
+def write_artifact(
+    peft_model: Any, out_dir: str | Path, *, adapter_name: str = "default", **manifest_fields: Any
+) -> ChorusManifest:
+    """Save a peft adapter and its manifest as a complete artifact (fields as for build_manifest)."""
+    save_peft_adapter(peft_model, out_dir, adapter_name)
+    return build_manifest(out_dir, **manifest_fields)
 
 
 def manifest_bytes(manifest: ChorusManifest) -> bytes:

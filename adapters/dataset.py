@@ -21,7 +21,7 @@ from typing import Literal
 import fsspec
 import numpy as np
 import soundfile as sf
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from chorus.adapters import clips as C
 from chorus.adapters.transcripts import (
@@ -56,7 +56,7 @@ Transcriber = Callable[[np.ndarray, int], str]
 class DatasetError(RuntimeError):
     """The dataset cannot be used (for example: too little usable speech)."""
 
-    def __init__(self, message: str, report: "DatasetReport | None" = None):
+    def __init__(self, message: str, report: DatasetReport | None = None):
         super().__init__(message)
         self.report = report
 
@@ -67,25 +67,38 @@ class DatasetConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     sample_rate: int = Field(BASE_SAMPLE_RATE, ge=8000, le=48000, description="output sample rate (Hz)")
-    min_clip_s: float = Field(1.0, gt=0, le=30, description="clips shorter than this are rejected (too_short)")
-    target_clip_s: float = Field(8.0, gt=0, le=60, description="slicing merges speech regions up to about this length")
-    max_clip_s: float = Field(15.0, gt=0, le=60, description="no clip is longer; transcribed files over it are too_long")
-    min_total_s: float = Field(30.0, ge=0, le=36000, description="usable speech needed, in seconds, or DatasetError")
+    min_clip_s: float = Field(1.0, gt=0, le=30, description="shorter clips are rejected (too_short)")
+    target_clip_s: float = Field(8.0, gt=0, le=60, description="slicing merges speech up to about this length")
+    max_clip_s: float = Field(
+        15.0, gt=0, le=60, description="no clip is longer; transcribed files over it are rejected (too_long)")
+    min_total_s: float = Field(30.0, ge=0, le=36000, description="usable speech needed (s), else DatasetError")
     silence_relative_db: float = Field(35.0, ge=10, le=80, description="frames this far below the loudest are silence")
-    silence_floor_db: float = Field(-55.0, ge=-100, le=-10, description="frames below this dBFS are silence; a file whose loudest frame is below it is silent")
+    silence_floor_db: float = Field(
+        -55.0, ge=-100, le=-10,
+        description="frames below this dBFS are silence; a file whose loudest frame is no louder is silent")
     min_silence_s: float = Field(0.3, ge=0.05, le=5, description="silences at least this long are cut points")
     pad_s: float = Field(0.1, ge=0, le=1, description="silence kept around each clip (s)")
     clip_level: float = Field(0.99, ge=0.5, le=1.0, description="|sample| at or above this counts as full scale")
-    max_clipped_fraction: float = Field(0.001, ge=0, le=1, description="clips with more samples in full-scale runs are rejected (clipped)")
-    loudness_target_db: float = Field(-20.0, ge=-40, le=-6, description="active-speech RMS level after normalisation (dBFS)")
-    peak_limit_db: float = Field(-1.0, ge=-20, le=0, description="normalisation gain is lowered to keep peaks under this (dBFS)")
+    max_clipped_fraction: float = Field(
+        0.001, ge=0, le=1, description="clips with more samples in full-scale runs are rejected (clipped)")
+    loudness_target_db: float = Field(
+        -20.0, ge=-40, le=-6, description="active-speech RMS level after normalisation (dBFS)")
+    peak_limit_db: float = Field(
+        -1.0, ge=-20, le=0, description="normalisation gain is lowered to keep peaks under this (dBFS)")
     transcribe_missing: bool = Field(True, description="label clips without a transcript with Whisper (else reject)")
     audio_extensions: tuple[str, ...] = Field(
-        (".wav", ".flac", ".ogg", ".oga", ".mp3"), description="file suffixes treated as audio (libsndfile decodes all)"
-    )
+        (".wav", ".flac", ".ogg", ".oga", ".mp3"), description="file suffixes treated as audio (libsndfile reads all)")
+
+    @field_validator("audio_extensions")
+    @classmethod
+    def _suffixes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [v for v in value if not (v.startswith(".") and v == v.lower())]
+        if bad or not value:
+            raise ValueError(f"audio_extensions must be lower-case suffixes like '.wav', got {list(value)!r}")
+        return value
 
     @model_validator(mode="after")
-    def _ordered(self) -> "DatasetConfig":
+    def _ordered(self) -> DatasetConfig:
         if not self.min_clip_s < self.max_clip_s:
             raise ValueError(f"min_clip_s ({self.min_clip_s}) must be below max_clip_s ({self.max_clip_s})")
         if not self.min_clip_s <= self.target_clip_s <= self.max_clip_s:
@@ -165,7 +178,7 @@ def default_transcriber() -> Transcriber:
     return transcribe
 
 
-def _find_transcripts(fs, root: str, files: list[str]) -> str | None:
+def _find_transcripts(files: list[str]) -> str | None:
     for path in files:
         name = posixpath.basename(path)
         if name in AUTO_TRANSCRIPT_NAMES or name.endswith(AUTO_TRANSCRIPT_SUFFIX):
@@ -203,10 +216,13 @@ class _Preparer:
         try:
             audio, sr = C.decode(data)
         except C.DecodeError as exc:
-            self.reject(rel, "undecodable", f"cannot decode audio: {exc}")
+            hint = ""
+            if rel.lower().endswith(".mp3") and "MP3" not in sf.available_formats():
+                hint = f" (this libsndfile {sf.__libsndfile_version__} has no MP3 support; 1.1 or newer has)"
+            self.reject(rel, "undecodable", f"cannot decode audio: {exc}{hint}")
             return
         loudest = float(C.frame_db(audio, sr).max())
-        if loudest < cfg.silence_floor_db:
+        if loudest <= cfg.silence_floor_db:
             self.reject(rel, "silent", f"loudest frame {loudest:.1f} dBFS is below the silence floor "
                                        f"{cfg.silence_floor_db:.1f} dBFS")
             return
@@ -290,7 +306,7 @@ def prepare_dataset(
         tfs, tpath = fsspec.core.url_to_fs(transcripts_uri, **(storage_options or {}))
         tcontent, tname = tfs.cat_file(tpath).decode("utf-8"), transcripts_uri
     else:
-        found = _find_transcripts(fs, root, files)
+        found = _find_transcripts(files)
         tcontent, tname = (fs.cat_file(found).decode("utf-8"), found) if found else ("", None)
     index = TranscriptIndex(parse_transcripts(tcontent, tname or "<none>"))
 

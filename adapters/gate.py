@@ -101,7 +101,8 @@ def _similarity(m: QualityMetrics, t: GateThresholds) -> GateCheck:
 
 def _wer(m: QualityMetrics, t: GateThresholds) -> GateCheck:
     if m.wer_base is None or m.wer_adapted is None:
-        return _check("wer_increase", False, None, t.max_wer_increase, "WER not measured (need wer_base and wer_adapted)")
+        return _check("wer_increase", False, None, t.max_wer_increase,
+                      "WER not measured (need wer_base and wer_adapted)")
     inc = m.wer_adapted - m.wer_base
     ok = inc <= t.max_wer_increase + 1e-9
     return _check("wer_increase", ok, round(inc, 4), t.max_wer_increase,
@@ -123,7 +124,8 @@ def _dnsmos(m: QualityMetrics, t: GateThresholds) -> GateCheck:
 
 def _f0(m: QualityMetrics, t: GateThresholds) -> GateCheck:
     if m.f0_adapted is None or m.f0_target is None:
-        return _check("f0_median", False, None, t.f0_tolerance, "median f0 not measured (need f0_adapted and f0_target)")
+        return _check("f0_median", False, None, t.f0_tolerance,
+                      "median f0 not measured (need f0_adapted and f0_target)")
     dev = m.f0_adapted / m.f0_target - 1
     ok = abs(dev) <= t.f0_tolerance + 1e-9
     return _check("f0_median", ok, round(dev, 4), t.f0_tolerance,

@@ -56,7 +56,8 @@ def load_prepared(root: str | Path, verify: bool = True) -> PreparedDataset:
         actual_hash = dataset_hash(clips)
         if actual_hash != recorded["dataset_hash"]:
             raise DatasetError(
-                f"{METADATA_FILE} does not match {DATASET_FILE}: hash {actual_hash}, expected {recorded['dataset_hash']}")
+                f"{METADATA_FILE} does not match {DATASET_FILE}: hash {actual_hash}, "
+                f"expected {recorded['dataset_hash']}")
     return PreparedDataset(root, clips, recorded["dataset_hash"], int(recorded["sample_rate"]))
 
 

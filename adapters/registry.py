@@ -17,7 +17,7 @@ import posixpath
 import re
 import shutil
 import tempfile
-from datetime import datetime, timezone
+from datetime import datetime, timezone, UTC
 from pathlib import Path
 
 import fsspec
@@ -175,7 +175,7 @@ class Registry:
             self.fs.makedirs(vdir, exist_ok=True)
         explicit = version is not None
         candidate = version if explicit else max(self._used_numbers(tenant, voice), default=0) + 1
-        body = json.dumps({"claimed": datetime.now(timezone.utc).isoformat()}).encode()
+        body = json.dumps({"claimed": datetime.now(UTC).isoformat()}).encode()
         for _ in range(100):
             try:
                 self.fs.pipe_file(posixpath.join(vdir, f"{candidate}{CLAIM_SUFFIX}"), body, mode="create")

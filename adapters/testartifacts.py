@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from chorus.adapters.artifact import ChorusManifest, QualityRecord, build_manifest, save_peft_adapter
+from chorus.adapters.artifact import ChorusManifest, QualityRecord, write_artifact
 from chorus.adapters.gate import GateThresholds, QualityMetrics, evaluate_gate
 
 # A stand-in dataset hash for artifacts not trained on a prepared dataset.
@@ -66,8 +66,6 @@ def make_artifact(
     quality: QualityRecord | None = None,
 ) -> ChorusManifest:
     """Write a complete artifact (peft files + manifest) from a seeded tiny LoRA model."""
-    model = tiny_peft_model(seed)
-    save_peft_adapter(model, out_dir)
-    return build_manifest(out_dir, tenant=tenant, voice=voice, base_fingerprint=base_fingerprint,
+    return write_artifact(tiny_peft_model(seed), out_dir, tenant=tenant, voice=voice, base_fingerprint=base_fingerprint,
                           dataset_hash=TEST_DATASET_HASH, training={"steps": 0, "seed": seed, "rank": 4},
                           quality=quality, profile={"pitch_factor": 1.0, "length_scale": 1.0})

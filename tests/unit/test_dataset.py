@@ -50,7 +50,7 @@ def mixed_source(tmp_path_factory):
     """A folder with five good files in four formats and one damaged file per rejection reason."""
     root = tmp_path_factory.mktemp("mixed")
     sr = T.ESPEAK_SAMPLE_RATE
-    for i, (name, text) in enumerate(EXPECTED_KEPT.items()):
+    for name, text in EXPECTED_KEPT.items():
         audio, sr = T.espeak_say(text)
         if name == "e_44k.wav":  # another rate, and stereo: must come out 22.05 kHz mono
             up = C.resample(audio, sr, 44100)
@@ -125,7 +125,8 @@ def test_dataset_hash_is_content_based_and_verified(prepared, mixed_source, tmp_
     assert json.loads((out / "dataset.json").read_text())["dataset_hash"] == report.dataset_hash
     again = prepare_dataset(str(mixed_source), tmp_path / "again", SMALL)
     assert again.dataset_hash == report.dataset_hash  # deterministic
-    louder = prepare_dataset(str(mixed_source), tmp_path / "louder", SMALL.model_copy(update={"loudness_target_db": -18}))
+    louder_cfg = SMALL.model_copy(update={"loudness_target_db": -18})
+    louder = prepare_dataset(str(mixed_source), tmp_path / "louder", louder_cfg)
     assert louder.dataset_hash != report.dataset_hash
     clip = tmp_path / "again" / again.clips[0].file
     data = bytearray(clip.read_bytes())
@@ -140,7 +141,8 @@ def test_too_little_speech_fails_with_seconds(tmp_path):
     for i in range(2):
         _write(src / f"{i}.wav", T.encode(T.espeak_say(S[i])[0], T.ESPEAK_SAMPLE_RATE))
     (src / "metadata.csv").write_text(f"0.wav|{S[0]}\n1.wav|{S[1]}\n")
-    with pytest.raises(DatasetError, match=r"too little usable speech: \d+\.\d s usable in 2 clips, 30\.0 s needed") as exc:
+    msg = r"too little usable speech: \d+\.\d s usable in 2 clips, 30\.0 s needed"
+    with pytest.raises(DatasetError, match=msg) as exc:
         prepare_dataset(str(src), tmp_path / "out")
     assert exc.value.report is not None and 3.0 < exc.value.report.usable_seconds < 8.0
     assert (tmp_path / "out" / "report.json").is_file()
