@@ -199,6 +199,7 @@ class _Preparer:
         self.out = out
         self.records: list[ClipRecord] = []
         self.rejected: list[Rejection] = []
+        self.ids: set[str] = set()
 
     def transcribe(self, audio: np.ndarray, sr: int) -> str:
         if self._transcriber is None:
@@ -266,6 +267,9 @@ class _Preparer:
             self.reject(rel, "empty_transcript", f"{origin}: {text!r}", span)
             return
         clip_id = _clip_id(rel, index)
+        if clip_id in self.ids:  # 'a/b.wav' and 'a__b.wav' sanitise alike: keep ids unique
+            clip_id = f"{clip_id}_{hashlib.sha256(rel.encode()).hexdigest()[:8]}"
+        self.ids.add(clip_id)
         wav = _wav_bytes(out, cfg.sample_rate)
         (self.out / CLIPS_DIR / f"{clip_id}.wav").write_bytes(wav)
         self.records.append(ClipRecord(
