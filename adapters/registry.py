@@ -13,6 +13,7 @@ before the manifest, and only versions with a manifest are listed: a crashed pub
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import re
 import shutil
@@ -169,6 +170,28 @@ class Registry:
         return v
 
     # ---- writing -----------------------------------------------------------------------------------
+    def _put_exclusive(self, path: str, data: bytes, tmp_dir: str) -> None:
+        """Create `path` with `data`, atomically, failing with FileExistsError if it exists.
+
+        Local: written to a temporary file in `tmp_dir` (the voice directory, whose listing ignores it, so
+        a killed publish leaves no stray file inside a version), then hard-linked into place (link(2) refuses an existing
+        name), so the file appears whole or not at all. fsspec's local pipe_file(mode="create") checks then
+        writes, which two processes can both pass. Object stores: a conditional PUT (If-None-Match: *),
+        which AWS S3, MinIO and moto honour.
+        """
+        if not self._local:
+            self.fs.pipe_file(path, data, mode="create")
+            return
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=tmp_dir)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
+
     def _claim(self, tenant: str, voice: str, version: int | None) -> int:
         vdir = self._voice_dir(tenant, voice)
         if self._local:
@@ -178,7 +201,7 @@ class Registry:
         body = json.dumps({"claimed": datetime.now(UTC).isoformat()}).encode()
         for _ in range(100):
             try:
-                self.fs.pipe_file(posixpath.join(vdir, f"{candidate}{CLAIM_SUFFIX}"), body, mode="create")
+                self._put_exclusive(posixpath.join(vdir, f"{candidate}{CLAIM_SUFFIX}"), body, vdir)
                 return candidate
             except FileExistsError:
                 if explicit:
@@ -196,14 +219,16 @@ class Registry:
             raise RegistryError(f"invalid version {version!r}: versions are integers >= 1")
         v = self._claim(local.tenant, local.voice, version)
         vdir = self._version_dir(local.tenant, local.voice, v)
-        if self.fs.exists(vdir):  # leftovers of an interrupted delete of this number: never reuse them
-            raise VersionExistsError(f"{vdir} exists without a claim; refusing to overwrite it")
+        voice_dir = self._voice_dir(local.tenant, local.voice)
+        if self.fs.exists(vdir):  # written outside the registry (no claim): never overwrite it
+            raise VersionExistsError(f"{vdir} already exists although its number was unclaimed; refusing to "
+                                     "overwrite it")
         if self._local:
             self.fs.makedirs(vdir, exist_ok=True)
         for name in sorted(local.files):
-            self.fs.pipe_file(posixpath.join(vdir, name), (Path(artifact_dir) / name).read_bytes(), mode="create")
+            self._put_exclusive(posixpath.join(vdir, name), (Path(artifact_dir) / name).read_bytes(), voice_dir)
         published = local.model_copy(update={"version": v})
-        self.fs.pipe_file(posixpath.join(vdir, MANIFEST_FILE), manifest_bytes(published), mode="create")
+        self._put_exclusive(posixpath.join(vdir, MANIFEST_FILE), manifest_bytes(published), voice_dir)
         return published
 
     def delete(self, tenant: str, voice: str, version: int | str) -> None:

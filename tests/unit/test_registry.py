@@ -169,3 +169,27 @@ def test_cli_publish_list_show_verify_delete(registry, artifacts, tmp_path, caps
     assert (tmp_path / "got" / A.MANIFEST_FILE).is_file()
     assert chorus_main(["adapter", "delete", "acme", "narrator", "1", *reg]) == 0
     assert registry.versions("acme", "narrator") == [2]
+
+
+def test_concurrent_local_publishers_never_share_a_version(registry, artifacts):
+    import threading
+
+    results: list = []
+
+    def publish(a, version):
+        try:
+            results.append(registry.publish(a, version=version).version)
+        except VersionExistsError:
+            results.append("exists")
+
+    threads = [threading.Thread(target=publish, args=(artifacts[i % 3], 40 if i % 2 else None)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    numbers = [r for r in results if r != "exists"]
+    assert results.count("exists") == 3 and 40 in numbers  # one of the four explicit v40 publishes won
+    assert len(set(numbers)) == len(numbers) == 5
+    assert registry.versions("acme", "narrator") == sorted(numbers)
+    leftovers = [n for n in os.listdir(posixpath.join(registry.root, "acme", "narrator")) if n.startswith(".")]
+    assert leftovers == []
