@@ -245,10 +245,15 @@ def parse_manifest(data: bytes, where: str = MANIFEST_FILE) -> ChorusManifest:
 
 
 def verify_artifact(
-    path: str | Path, expected_base_fingerprint: str | None = None, *, fs: fsspec.AbstractFileSystem | None = None
+    path: str | Path,
+    expected_base_fingerprint: str | None = None,
+    *,
+    fs: fsspec.AbstractFileSystem | None = None,
+    expected_manifest_sha256: str | None = None,
 ) -> ChorusManifest:
     """Check an artifact directory (local, or on `fs`) against its manifest and, if given, the base model.
 
+    `expected_manifest_sha256` pins the manifest itself (e.g. a checksum in a VoiceTenant spec).
     Raises ManifestError, MissingFileError, UnknownFileError, CorruptedFileError or BaseModelMismatchError.
     """
     fs = fs or fsspec.filesystem("file")
@@ -257,7 +262,12 @@ def verify_artifact(
     if not fs.exists(manifest_path):
         raise ManifestError(f"{root}: {MANIFEST_FILE} is missing: not an adapter artifact (or a half-written one)",
                             file=MANIFEST_FILE)
-    manifest = parse_manifest(fs.cat_file(manifest_path), manifest_path)
+    raw = fs.cat_file(manifest_path)
+    if expected_manifest_sha256 is not None and file_sha256(raw) != expected_manifest_sha256:
+        raise CorruptedFileError(
+            f"{root}: {MANIFEST_FILE} has sha256 {file_sha256(raw)}, expected {expected_manifest_sha256}",
+            file=MANIFEST_FILE, expected=expected_manifest_sha256, actual=file_sha256(raw))
+    manifest = parse_manifest(raw, manifest_path)
     present = {posixpath.basename(p.rstrip("/")): p for p in fs.ls(root, detail=False)}
     present.pop(MANIFEST_FILE, None)
     for name in REQUIRED_FILES:
@@ -284,6 +294,18 @@ def verify_artifact(
             f"model's fingerprint is {expected_base_fingerprint}",
             file=MANIFEST_FILE, expected=expected_base_fingerprint, actual=manifest.base_model.fingerprint)
     return manifest
+
+
+def verify_artifact_uri(
+    uri: str,
+    expected_base_fingerprint: str | None = None,
+    *,
+    expected_manifest_sha256: str | None = None,
+    storage_options: dict | None = None,
+) -> ChorusManifest:
+    """verify_artifact for an artifact folder named by an fsspec URI (file://, s3://, ...)."""
+    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    return verify_artifact(path, expected_base_fingerprint, fs=fs, expected_manifest_sha256=expected_manifest_sha256)
 
 
 class LoadedAdapter(BaseModel):

@@ -189,16 +189,18 @@ def add_get(sub) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from chorus.adapters.artifact import verify_artifact
+    from chorus.adapters.artifact import verify_artifact_uri
 
     base = resolve_base(args.base_fingerprint)
-    if len(args.target) == 1 and Path(args.target[0]).is_dir():
-        m = verify_artifact(args.target[0], base)
-    elif len(args.target) in (2, 3):
+    if len(args.target) == 1 and ("://" in args.target[0] or Path(args.target[0]).is_dir()):
+        uri = args.target[0]
+        m = verify_artifact_uri(uri, base, expected_manifest_sha256=args.manifest_sha256,
+                                storage_options=settings_from(args).storage_options(uri))
+    elif len(args.target) in (2, 3) and args.manifest_sha256 is None:
         m = open_registry(args).verify(*args.target[:2], args.target[2] if len(args.target) == 3 else "latest", base)
     else:
-        raise SystemExit(f"chorus adapter verify: expected an artifact directory or TENANT VOICE [VERSION], "
-                         f"got {args.target}")
+        raise SystemExit(f"chorus adapter verify: expected an artifact folder (path or URI) or TENANT VOICE "
+                         f"[VERSION] (--manifest-sha256 only with a folder), got {args.target}")
     print(f"OK {m.tenant}/{m.voice} version {m.version or '-'}: {len(m.files)} files match the manifest"
           + ("" if base is None else ", base model matches"))
     return 0
@@ -207,7 +209,8 @@ def _verify(args: argparse.Namespace) -> int:
 def add_verify(sub) -> None:
     """`chorus adapter verify DIR | TENANT VOICE [VERSION]`."""
     p = sub.add_parser("verify", help="check an artifact's files and base model against its manifest")
-    p.add_argument("target", nargs="+", help="artifact directory, or TENANT VOICE [VERSION] in the registry")
+    p.add_argument("target", nargs="+", help="artifact folder (path or URI), or TENANT VOICE [VERSION] in the registry")
+    p.add_argument("--manifest-sha256", metavar="SHA256", help="also require this checksum of the manifest itself")
     add_base_arg(p)
     add_registry_args(p)
     p.set_defaults(func=_verify)

@@ -136,3 +136,12 @@ def test_build_rejects_bad_names_and_hashes(tmp_path, base_fp, artifact):
         A.build_manifest(d, tenant="acme", voice="Bad_Name", base_fingerprint=base_fp, dataset_hash=TEST_DATASET_HASH)
     with pytest.raises(A.ManifestError, match="fingerprint"):
         A.build_manifest(d, tenant="acme", voice="v", base_fingerprint="abc", dataset_hash=TEST_DATASET_HASH)
+
+
+def test_verify_by_uri_with_pinned_manifest(artifact, base_fp):
+    pinned = A.file_sha256(artifact / A.MANIFEST_FILE)
+    m = A.verify_artifact_uri(artifact.as_uri(), base_fp, expected_manifest_sha256=pinned)
+    assert m.tenant == "acme"
+    with pytest.raises(A.CorruptedFileError, match="chorus_manifest.json has sha256") as exc:
+        A.verify_artifact_uri(artifact.as_uri(), base_fp, expected_manifest_sha256="1" * 64)
+    assert exc.value.file == A.MANIFEST_FILE and exc.value.actual == pinned

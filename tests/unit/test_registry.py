@@ -193,3 +193,11 @@ def test_concurrent_local_publishers_never_share_a_version(registry, artifacts):
     assert registry.versions("acme", "narrator") == sorted(numbers)
     leftovers = [n for n in os.listdir(posixpath.join(registry.root, "acme", "narrator")) if n.startswith(".")]
     assert leftovers == []
+
+
+def test_cli_verify_artifact_folder_by_uri(artifacts, capsys):
+    pinned = A.file_sha256(artifacts[0] / A.MANIFEST_FILE)
+    assert chorus_main(["adapter", "verify", artifacts[0].as_uri(), "--manifest-sha256", pinned]) == 0
+    assert "2 files match" in capsys.readouterr().out
+    assert chorus_main(["adapter", "verify", str(artifacts[0]), "--manifest-sha256", "2" * 64]) == 1
+    assert "chorus_manifest.json has sha256" in capsys.readouterr().err
