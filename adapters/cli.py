@@ -138,7 +138,9 @@ def _list(args: argparse.Namespace) -> int:
         (i.tenant, i.voice, str(i.version), i.created.strftime("%Y-%m-%d %H:%M"),
          {True: "pass", False: "FAIL", None: "-"}[i.gate_passed], _fmt(i.gap_closed, ".0%"),
          _fmt(i.wer_adapted, ".1%"), _fmt(i.dnsmos_adapted, ".2f"), f"{i.size_bytes / 1e6:.2f}MB",
-         i.base_fingerprint[:12]) for i in infos]
+         i.base_fingerprint[:12]) if i.error is None else
+        (i.tenant, i.voice, str(i.version), "BROKEN", "-", "-", "-", "-", "-", i.error[:60])
+        for i in infos]
     widths = [max(len(r[c]) for r in rows) for c in range(len(head))]
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())

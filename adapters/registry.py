@@ -26,6 +26,7 @@ from pydantic import BaseModel
 
 from chorus.adapters.artifact import (
     MANIFEST_FILE,
+    AdapterArtifactError,
     NAME_PATTERN,
     ChorusManifest,
     LoadedAdapter,
@@ -57,14 +58,15 @@ class VersionInfo(BaseModel):
     tenant: str
     voice: str
     version: int
-    created: datetime
-    base_fingerprint: str
-    dataset_hash: str
-    gate_passed: bool | None
-    gap_closed: float | None
-    wer_adapted: float | None
-    dnsmos_adapted: float | None
-    size_bytes: int
+    created: datetime | None = None
+    base_fingerprint: str | None = None
+    dataset_hash: str | None = None
+    gate_passed: bool | None = None
+    gap_closed: float | None = None
+    wer_adapted: float | None = None
+    dnsmos_adapted: float | None = None
+    size_bytes: int | None = None
+    error: str | None = None  # set when the manifest cannot be read: the version is listed as broken
 
 
 def _check_name(kind: str, value: str) -> str:
@@ -142,7 +144,11 @@ class Registry:
         out = []
         for t in [tenant] if tenant else self.tenants():
             for vo in [voice] if voice else self.voices(t):
-                out.extend(_summary(self.manifest(t, vo, v)) for v in self.versions(t, vo))
+                for v in self.versions(t, vo):
+                    try:
+                        out.append(_summary(self.manifest(t, vo, v)))
+                    except AdapterArtifactError as exc:  # one broken manifest must not hide the others
+                        out.append(VersionInfo(tenant=t, voice=vo, version=v, error=str(exc)))
         return out
 
     def latest(self, tenant: str, voice: str, passed_only: bool = False) -> int:

@@ -115,6 +115,19 @@ def test_corrupted_missing_and_foreign_versions_are_refused(registry, artifacts,
     registry.verify("acme", "narrator", 3, base_fp)
 
 
+def test_broken_manifest_is_listed_as_broken(registry, artifacts, capsys):
+    registry.publish(artifacts[0])
+    registry.publish(artifacts[2])
+    manifest = posixpath.join(_version_dir(registry, 1), A.MANIFEST_FILE)
+    with open(manifest, "w") as fh:
+        fh.write("{not json")
+    infos = registry.list()
+    assert [(i.version, i.error is not None) for i in infos] == [(1, True), (2, False)]
+    assert "not a valid Chorus manifest" in infos[0].error
+    assert chorus_main(["adapter", "list", "--registry", registry.root_uri]) == 0
+    assert "BROKEN" in capsys.readouterr().out
+
+
 def test_half_written_version_is_not_listed(registry, artifacts):
     registry.publish(artifacts[0])
     vdir = _version_dir(registry, 2)
