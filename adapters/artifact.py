@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
-from datetime import datetime, timezone, UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 

@@ -18,7 +18,7 @@ import posixpath
 import re
 import shutil
 import tempfile
-from datetime import datetime, timezone, UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
 import fsspec
@@ -180,8 +180,8 @@ class Registry:
         """Create `path` with `data`, atomically, failing with FileExistsError if it exists.
 
         Local: written to a temporary file in `tmp_dir` (the voice directory, whose listing ignores it, so
-        a killed publish leaves no stray file inside a version), then hard-linked into place (link(2) refuses an existing
-        name), so the file appears whole or not at all. fsspec's local pipe_file(mode="create") checks then
+        a killed publish leaves no stray file inside a version), then hard-linked into place (link(2)
+        refuses an existing name), so the file appears whole or not at all. fsspec's local pipe_file(mode="create") checks then
         writes, which two processes can both pass. Object stores: a conditional PUT (If-None-Match: *),
         which AWS S3, MinIO and moto honour.
         """
