@@ -181,9 +181,9 @@ class Registry:
 
         Local: written to a temporary file in `tmp_dir` (the voice directory, whose listing ignores it, so
         a killed publish leaves no stray file inside a version), then hard-linked into place (link(2)
-        refuses an existing name), so the file appears whole or not at all. fsspec's local pipe_file(mode="create") checks then
-        writes, which two processes can both pass. Object stores: a conditional PUT (If-None-Match: *),
-        which AWS S3, MinIO and moto honour.
+        refuses an existing name), so the file appears whole or not at all. fsspec's local
+        pipe_file(mode="create") checks then writes, which two processes can both pass. Object stores: a
+        conditional PUT (If-None-Match: *), which AWS S3, MinIO and moto honour.
         """
         if not self._local:
             self.fs.pipe_file(path, data, mode="create")
