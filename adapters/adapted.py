@@ -1,0 +1,48 @@
+"""An adapted voice for synthesis: the engine with merged LoRA weights plus the voice profile."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from chorus.adapters.pitch import from_model_domain
+from chorus.adapters.train import TrainResult, VoiceProfile
+from chorus.adapters.trainset import text_ids
+from chorus.engine.vits import VitsModel
+from chorus.engine.voice import BaseVoice, load_base_voice
+
+
+class AdaptedVoice:
+    """Synthesises text with a (merged) engine, stretching by the profile's length scale and pitch factor."""
+
+    def __init__(self, engine: VitsModel, profile: VoiceProfile | None = None, voice: BaseVoice | None = None):
+        self.engine = engine.eval()
+        self.profile = profile or VoiceProfile()
+        self.voice = voice or load_base_voice()
+
+    @classmethod
+    def base(cls) -> "AdaptedVoice":
+        """The unadapted base voice, for comparison."""
+        from chorus.engine.weights import load_vits_model
+
+        return cls(load_vits_model())
+
+    @classmethod
+    def from_training(cls, result: TrainResult) -> "AdaptedVoice":
+        """Merge a training result's LoRA into its engine (the peft wrapper is consumed)."""
+        from chorus.adapters.lora import merged_engine
+
+        return cls(merged_engine(result.peft_model), result.profile)
+
+    @torch.no_grad()
+    def synthesize(self, text: str, noise_scale: float | None = None, noise_w: float | None = None,
+                   seed: int = 0) -> np.ndarray:
+        """Float32 mono speech at the base voice's rate."""
+        ids = text_ids(text, self.voice)
+        gen = torch.Generator().manual_seed(seed)
+        out = self.engine.infer(torch.tensor([ids]), torch.tensor([len(ids)]),
+                                noise_scale=self.voice.noise_scale if noise_scale is None else noise_scale,
+                                length_scale=self.profile.length_scale,
+                                noise_w=self.voice.noise_w if noise_w is None else noise_w, generator=gen)
+        audio = out.audio[0, : int(out.audio_lengths[0])].numpy()
+        return from_model_domain(audio, self.voice.sample_rate, self.profile.pitch_factor)
