@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from chorus.quality.report import METRICS
@@ -75,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
             evaluate(audio, sr, text, refs, name=Path(path).name, metrics=metrics, threads=args.threads)
         )
     print(to_json(reports) if args.json else render_table(reports))
+    for r in reports:
+        for metric, reason in r.errors.items():
+            print(f"chorus eval: {r.name}: {metric} not computed: {reason}", file=sys.stderr)
     if args.plot:
         from chorus.quality.plot import bar_chart
 

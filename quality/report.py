@@ -38,6 +38,8 @@ class QualityReport(BaseModel):
     """Median f0 of voiced frames."""
     seconds: dict[str, float] = Field(default_factory=dict)
     """Wall time of each metric."""
+    errors: dict[str, str] = Field(default_factory=dict)
+    """Metrics that could not be computed for this audio (e.g. silence), with the reason."""
 
 
 def _check_metrics(metrics: Sequence[str]) -> tuple[str, ...]:
@@ -61,32 +63,40 @@ def evaluate(
     wanted = _check_metrics(metrics)
     samples = check_audio(audio)
     report = QualityReport(name=name, duration_s=samples.size / sample_rate, sample_rate=sample_rate, text=text)
+
+    def measure(metric: str, fn) -> None:
+        # Bad audio (silence, no speech) marks the metric with its reason; a missing model still raises.
+        t0 = time.perf_counter()
+        try:
+            fn()
+        except ValueError as exc:
+            report.errors[metric] = str(exc)
+        report.seconds[metric] = time.perf_counter() - t0
+
     if "wer" in wanted and text is not None:
         from chorus.quality.whisper import transcribe, wer
 
-        t0 = time.perf_counter()
-        report.transcript = transcribe(samples, sample_rate, threads=threads)
-        report.wer = wer(text, report.transcript)
-        report.seconds["wer"] = time.perf_counter() - t0
+        def run_wer() -> None:
+            report.transcript = transcribe(samples, sample_rate, threads=threads)
+            report.wer = wer(text, report.transcript)
+
+        measure("wer", run_wer)
     if "dnsmos" in wanted:
         from chorus.quality.dnsmos import dnsmos
 
-        t0 = time.perf_counter()
-        report.dnsmos = dnsmos(samples, sample_rate, threads=threads)
-        report.seconds["dnsmos"] = time.perf_counter() - t0
+        measure("dnsmos", lambda: setattr(report, "dnsmos", dnsmos(samples, sample_rate, threads=threads)))
     if "similarity" in wanted and refs is not None:
         from chorus.quality.similarity import speaker_similarity
 
-        t0 = time.perf_counter()
-        report.similarity = speaker_similarity(samples, sample_rate, refs)
-        report.seconds["similarity"] = time.perf_counter() - t0
+        measure("similarity", lambda: setattr(report, "similarity", speaker_similarity(samples, sample_rate, refs)))
     if "f0" in wanted:
         from chorus.quality.pitch import median_f0
 
-        t0 = time.perf_counter()
-        f0 = median_f0(samples, sample_rate)
-        report.f0_median_hz = None if math.isnan(f0) else f0
-        report.seconds["f0"] = time.perf_counter() - t0
+        def run_f0() -> None:
+            f0 = median_f0(samples, sample_rate)
+            report.f0_median_hz = None if math.isnan(f0) else f0
+
+        measure("f0", run_f0)
     return report
 
 

@@ -8,6 +8,7 @@ given by several reference clips is their mean embedding, renormalised (Resembly
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -32,7 +33,9 @@ def get_encoder():
 
             try:
                 import_legacy("webrtcvad")
-                from resemblyzer import VoiceEncoder
+                with warnings.catch_warnings():  # resemblyzer imports scipy.ndimage.morphology (deprecated)
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    from resemblyzer import VoiceEncoder
             except ImportError as exc:
                 raise QualityModelError(f"Resemblyzer not importable (install PyPI 'resemblyzer'): {exc}") from exc
             _encoder = VoiceEncoder(device="cpu", verbose=False)

@@ -173,6 +173,8 @@ def test_evaluate_report_table_and_json(clips) -> None:
     assert data[0]["name"] == "male" and data[1]["wer"] is None
     summary = summarize([good, other])
     assert summary["similarity"] == pytest.approx((good.similarity + other.similarity) / 2)
+    silent = evaluate(np.zeros(16_000, dtype=np.float32), 16_000, metrics=("dnsmos", "f0"), name="silence")
+    assert silent.dnsmos is None and silent.f0_median_hz is None and "silent" in silent.errors["dnsmos"]
     with pytest.raises(ValueError, match="unknown metric.*valid: wer, dnsmos, similarity, f0"):
         evaluate(*clips["male_stella"], metrics=("mos",))
 
