@@ -3,7 +3,8 @@
 Length tolerances (what the codecs give through libsndfile 1.2): wav, flac, pcm and Ogg Vorbis decode
 to exactly the input length; Ogg Opus to the input length at 48 kHz within 2 samples; MP3 (libsndfile
 writes a LAME gapless tag) within one 1,152-sample frame. The lameenc stream carries no gapless tag:
-decoder delay plus padding, at most two frames.
+decoder delay plus padding, at most two frames. Streamed Ogg Vorbis/Opus decode to the same lengths as
+whole-file encoding.
 """
 
 from __future__ import annotations
@@ -216,9 +217,21 @@ def test_stream_mp3(speech: np.ndarray) -> None:
     assert _best_lag_correlation(speech, out) >= 0.9
 
 
+@pytest.mark.parametrize("fmt", ["ogg", "opus"])
+def test_stream_ogg_pages_arrive_while_encoding(speech: np.ndarray, fmt: str) -> None:
+    enc = StreamEncoder(fmt, SR)
+    parts = [enc.encode(c) for c in np.array_split(speech, 8)]
+    assert sum(1 for p in parts if p) >= 2  # pages go out before the end, not all at finish()
+    out, rate = A.decode(b"".join(parts) + enc.finish(), fmt)
+    assert rate == enc.output_rate == A.output_rate(fmt, SR)
+    expected = A.resample(speech, SR, rate)
+    assert abs(out.size - expected.size) <= LENGTH_TOLERANCE[fmt]
+    assert _correlation(expected, out) >= MIN_CORRELATION[fmt]
+
+
 def test_stream_errors(speech: np.ndarray) -> None:
-    assert STREAMABLE == ("wav", "pcm", "mp3")
-    with pytest.raises(A.AudioError, match="cannot be streamed; streamable formats: wav, pcm, mp3"):
+    assert STREAMABLE == ("wav", "pcm", "mp3", "ogg", "opus")
+    with pytest.raises(A.AudioError, match="cannot be streamed; streamable formats: wav, pcm, mp3, ogg, opus"):
         StreamEncoder("flac", SR)
     with pytest.raises(A.AudioError, match="mp3 cannot carry 22051 Hz"):
         StreamEncoder("mp3", 22_051)
