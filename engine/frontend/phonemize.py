@@ -1,0 +1,187 @@
+"""IPA phonemes from Debian's espeak-ng program, run as a separate process (GPL-3.0 stays out of ours)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Sequence
+
+from .sentences import Clause, split_clauses, split_words
+
+ESPEAK_PROGRAM = "espeak-ng"
+ESPEAK_PACKAGE = "espeak-ng"
+"""The Debian/Ubuntu package that provides the program."""
+
+MAX_LINE_CHARS = 300
+"""Longest clause sent as one line: espeak-ng cuts lines near 800 characters into clauses itself."""
+
+# espeak-ng marks words read in another language: "(fr)kafe(en)"; Piper removes the marks.
+_LANGUAGE_SWITCH = re.compile(r"\([^)]+\)")
+SEPARATOR = "_"
+"""Phoneme separator asked of espeak-ng: it shows the phonemes that have no IPA symbol in 1.51."""
+GLIDE = "ʲ"
+"""espeak-ng 1.52 (Piper's) writes its palatal glide phoneme `;` as this; 1.51 writes nothing."""
+RENAMED = (("oːɹ", "ɔːɹ"),)
+"""IPA spellings that changed from espeak-ng 1.51 to 1.52 for en-us (phoneme `o@`)."""
+STRESS_ANCHOR = "thing"
+"""A stressed word put before each clause: 1.51 stresses clauses that have no stress, 1.52 does not."""
+_STRESS_ANCHOR_IPA = "θˈɪŋ "
+_VOWELS = frozenset("aeiouæɑɐɒɔəɚɛɜɝɪʊʌᵻɘɞɤɵɨœøɶʏy")
+
+# Characters that must not reach espeak-ng inside a line: each input line is one clause.
+_LINE_BREAKS = re.compile(r"[\r\n\v\f\u0085\u2028\u2029]+")
+
+
+class EspeakNotFoundError(RuntimeError):
+    """The espeak-ng program is not installed."""
+
+
+class EspeakError(RuntimeError):
+    """espeak-ng failed or gave output that cannot be matched to its input."""
+
+
+def clause_suffix(terminator: str, last: bool) -> str:
+    """What follows a clause's phonemes: its terminator, plus a space unless it ends the utterance."""
+    # Piper appends the terminator, and a space after , : ; (which never end a sentence).
+    return terminator if last else f"{terminator} "
+
+
+class Phonemizer:
+    """Text to IPA phonemes with the espeak-ng command-line program, the way Piper phonemizes."""
+
+    def __init__(self, voice: str = "en-us", program: str = ESPEAK_PROGRAM, timeout_s: float = 300.0):
+        """Find the program; raise EspeakNotFoundError naming the package to install when it is missing."""
+        path = shutil.which(program)
+        if path is None:
+            raise EspeakNotFoundError(
+                f"the espeak-ng program {program!r} was not found on PATH; Chorus runs it as a separate "
+                f"process to phonemize text: install the {ESPEAK_PACKAGE!r} package "
+                f"(Debian/Ubuntu: apt-get install {ESPEAK_PACKAGE})"
+            )
+        if not re.fullmatch(r"[A-Za-z0-9_+\-]+", voice):
+            raise ValueError(f"espeak voice {voice!r} is not a valid voice name (e.g. 'en-us')")
+        self.voice = voice
+        self.program = path
+        self.timeout_s = timeout_s
+
+    def phonemize(self, sentence: str) -> str:
+        """IPA phonemes of one sentence, with clause punctuation kept as Piper keeps it."""
+        return self.phonemize_many([sentence])[0]
+
+    def phonemize_many(self, sentences: Sequence[str]) -> list[str]:
+        """Phonemize several sentences with one espeak-ng process."""
+        clause_lists = [split_clauses(s) for s in sentences]
+        phonemes = self.phonemize_clauses([c for clauses in clause_lists for c in clauses])
+        out: list[str] = []
+        position = 0
+        for clauses in clause_lists:
+            parts = phonemes[position:position + len(clauses)]
+            position += len(clauses)
+            out.append(join_clause_phonemes(clauses, parts))
+        return out
+
+    def phonemize_clauses(self, clauses: Sequence[Clause]) -> list[str]:
+        """Phonemes of each clause's words (without its terminator), one espeak-ng process for all."""
+        lines: list[str] = []
+        owners: list[int] = []
+        for index, clause in enumerate(clauses):
+            text = _LINE_BREAKS.sub(" ", clause.text)
+            pieces = split_words(text, MAX_LINE_CHARS) if len(text) > MAX_LINE_CHARS else [text]
+            for number, piece in enumerate(pieces):
+                # The terminator goes to espeak-ng too ("Dr." reads as an abbreviation), on the last piece.
+                last = number == len(pieces) - 1
+                text_line = f"{piece}{clause.terminator}" if last else piece
+                # Each piece twice: as is, and after a stressed anchor word (see _unpromote).
+                lines.extend([text_line, f"{STRESS_ANCHOR} {text_line}"])
+                owners.append(index)
+        raw = self._run_lines(lines) if lines else []
+        merged: list[list[str]] = [[] for _ in clauses]
+        for number, owner in enumerate(owners):
+            plain = _clean(raw[2 * number])
+            anchored = _strip_anchor(_clean(raw[2 * number + 1]))
+            phonemes = _unpromote(plain, anchored)
+            if phonemes:
+                merged[owner].append(phonemes)
+        return [" ".join(parts) for parts in merged]
+
+    def _run_lines(self, lines: list[str]) -> list[str]:
+        """One output per input line; halve the batch where espeak-ng split a line into several clauses."""
+        output = self._call(lines)
+        if len(output) == len(lines):
+            return output
+        if len(lines) == 1:
+            return [" ".join(o for o in output if o)]
+        middle = len(lines) // 2
+        return self._run_lines(lines[:middle]) + self._run_lines(lines[middle:])
+
+    def _call(self, lines: list[str]) -> list[str]:
+        """Run espeak-ng once over lines (it reads stdin a line at a time); its output lines, cleaned."""
+        command = [self.program, "-q", "--ipa", f"--sep={SEPARATOR}", "-b", "1", "-v", self.voice]
+        payload = "".join(f"{line}\n" for line in lines).encode("utf-8")
+        try:
+            done = subprocess.run(command, input=payload, capture_output=True, timeout=self.timeout_s, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise EspeakError(f"espeak-ng took longer than {self.timeout_s} s on {len(lines)} lines") from exc
+        if done.returncode != 0:
+            detail = done.stderr.decode("utf-8", "replace").strip()
+            raise EspeakError(f"espeak-ng exited with status {done.returncode}: {detail}")
+        text = done.stdout.decode("utf-8", "replace")
+        return text.split("\n")[:-1] if text else []
+
+
+def _clean(line: str) -> str:
+    """One output line of `espeak-ng --ipa --sep=_` as the IPA Piper's espeak-ng 1.52 would give."""
+    tokens: list[str] = []
+    for word in _LANGUAGE_SWITCH.sub("", line).split():
+        if tokens:
+            tokens.append(" ")
+        tokens.extend(word.split(SEPARATOR))
+    out = []
+    for index, token in enumerate(tokens):
+        if token:
+            out.append(token)
+        elif _is_glide(tokens, index):
+            out.append(GLIDE)
+    phonemes = "".join(out).strip()
+    for old, new in RENAMED:
+        phonemes = phonemes.replace(old, new)
+    return phonemes
+
+
+def _strip_anchor(phonemes: str) -> str | None:
+    """The clause's part of an anchored line; None when espeak-ng did not keep the anchor apart."""
+    if phonemes == _STRESS_ANCHOR_IPA.strip():
+        return ""
+    if phonemes.startswith(_STRESS_ANCHOR_IPA):
+        return phonemes[len(_STRESS_ANCHOR_IPA):].strip()
+    return None
+
+
+def _unpromote(plain: str, anchored: str | None) -> str:
+    """Undo 1.51's stress promotion: a clause without primary stress gets one there, not in 1.52.
+
+    The anchored reading (after a stressed word) has no promotion, but the anchor changes how a
+    clause's first word is stressed; so only the promoted word is taken from it.
+    """
+    if anchored is None or plain.count("ˈ") != 1 or "ˈ" in anchored:
+        return plain
+    plain_words, anchored_words = plain.split(" "), anchored.split(" ")
+    if len(plain_words) != len(anchored_words):
+        return anchored
+    return " ".join(a if "ˈ" in p else p for p, a in zip(plain_words, anchored_words))
+
+
+def _is_glide(tokens: list[str], index: int) -> bool:
+    """Whether an empty (IPA-less) phoneme is the palatal glide: after an i-vowel, before a vowel."""
+    before = next((t for t in reversed(tokens[:index]) if t.strip()), "")
+    after = next((t for t in tokens[index + 1:] if t.strip()), "").lstrip("ˈˌ")
+    return before.rstrip("ː")[-1:] in ("i", "ɪ") and after[:1] in _VOWELS
+
+
+def join_clause_phonemes(clauses: Sequence[Clause], phonemes: Sequence[str]) -> str:
+    """Put clause phonemes and their terminators together as Piper does ("həlˈoʊ, wˈɜːld!")."""
+    parts = []
+    for number, (clause, ph) in enumerate(zip(clauses, phonemes)):
+        parts.append(ph + clause_suffix(clause.terminator, number == len(clauses) - 1))
+    return "".join(parts).rstrip(" ")
