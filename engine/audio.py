@@ -180,7 +180,7 @@ def decode(data: bytes, fmt: str | None = None, *, sample_rate: int | None = Non
         if len(data) % 2:
             raise AudioError(f"raw 16-bit pcm must have an even number of bytes, got {len(data)}")
         pcm = np.frombuffer(data, dtype="<i2")
-        return (pcm.astype(np.float32) / 32767.0), _check_rate(sample_rate)
+        return pcm.astype(np.float32) / 32768.0, _check_rate(sample_rate)  # the scale libsndfile reads with
     what = spec.name if spec else "any known format (wav, flac, ogg, opus, mp3)"
     try:
         info = sf.info(io.BytesIO(data))
