@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 import uuid
 
 import pytest
@@ -19,7 +20,7 @@ def _key(kubectl, tenant: str) -> str | None:
 
 
 def _count(kubectl, kinds: str, tenant: str) -> int:
-    return len(get_json(kubectl, kinds, "-A", "-l", f"chorus.dev/tenant={tenant}")["items"])
+    return len((get_json(kubectl, kinds, "-A", "-l", f"chorus.dev/tenant={tenant}") or {}).get("items", []))
 
 
 def test_killed_midway_then_restarted_converges_without_duplicates(control_plane, kubectl, tmp_path, unique_name):
@@ -68,7 +69,10 @@ def test_two_replicas_do_not_fight(control_plane, kubectl, tmp_path, unique_name
                               {"peering_name": peering, "priority": "10"})
     with leader, standby:
         leader.wait_for_log("watching VoiceTenants", timeout=90)
-        standby.wait_for_log("Pausing operations in favour of", timeout=90)
+        # A replica starts paused and stays so while a higher-priority peer is alive (kopf says
+        # nothing then); it logs when it resumes.
+        standby.wait_for_log("Initial authentication has finished", timeout=90)
+        time.sleep(3)
         one, two = f"{unique_name}-1", f"{unique_name}-2"
         apply(kubectl, tenant_manifest(one))
         wait_ready(kubectl, one)
