@@ -1,0 +1,10 @@
+//go:build tools
+
+// Package tools names the main packages build.sh compiles, so the module graph keeps them.
+package tools
+
+import (
+	_ "go.etcd.io/etcd/server/v3"
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+)
