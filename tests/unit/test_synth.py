@@ -3,62 +3,20 @@
 from __future__ import annotations
 
 import itertools
-import re
-import subprocess
 import time
 import tracemalloc
-import unicodedata
-from typing import NamedTuple
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from chorus.engine import frontend as frontend_module
 from chorus.engine.synth import SynthesisOptions, Synthesizer, text_blocks
 from chorus.engine.voice import load_base_voice
 
 
-class _Utterance(NamedTuple):
-    text: str
-    phonemes: str
-    ids: list[int]
-
-
-class _ShimFrontEnd:
-    """Temporary stand-in until chorus.engine.frontend.TextFrontEnd lands: espeak-ng per sentence."""
-
-    def __init__(self, voice):
-        self.voice = voice
-
-    def utterances(self, text: str) -> list[_Utterance]:
-        out = []
-        for sentence in re.split(r"(?<=[.!?])\s+", text.strip()):
-            if not sentence:
-                continue
-            ipa = subprocess.run(["espeak-ng", "-q", "--ipa", "-v", self.voice.espeak_voice, sentence],
-                                 capture_output=True, text=True, check=True).stdout
-            phonemes = unicodedata.normalize("NFD", " ".join(ipa.split()) + ".")
-            id_map = self.voice.phoneme_id_map
-            ids = [*id_map["^"], *id_map["_"]]
-            for ch in phonemes:
-                if ch in id_map:
-                    ids += [*id_map[ch], *id_map["_"]]
-            ids += id_map["$"]
-            out.append(_Utterance(sentence, phonemes, ids))
-        return out
-
-
-def _make_frontend(voice):
-    if hasattr(frontend_module, "TextFrontEnd"):
-        return frontend_module.TextFrontEnd(voice)
-    return _ShimFrontEnd(voice)
-
-
 @pytest.fixture(scope="module")
 def synth():
-    voice = load_base_voice()
-    return Synthesizer(voice, backend="torch", num_threads=2, frontend=_make_frontend(voice))
+    return Synthesizer(load_base_voice(), backend="torch", num_threads=2)
 
 
 def test_options_reject_bad_values_by_name():
@@ -167,3 +125,12 @@ def test_text_blocks_cut_at_natural_breaks():
         assert block.endswith(("home. ", "\n\n", "words")) and not block.endswith("Dr. "), block[-20:]
     assert [len(b) for b in text_blocks("a" * 4500, 2000)] == [2000, 2000, 500]
     assert list(text_blocks("short", 2000)) == ["short"]
+
+
+def test_onnx_backend_matches_torch_with_the_same_seed(synth):
+    onnx_synth = Synthesizer(synth.voice, backend="onnx", num_threads=2)
+    options = SynthesisOptions(seed=5)
+    text = "Testing the other backend, with the same seed."
+    ours, theirs = synth.synthesize(text, options), onnx_synth.synthesize(text, options)
+    assert ours.size == theirs.size
+    assert np.corrcoef(ours, theirs)[0, 1] > 0.999
