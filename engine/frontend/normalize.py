@@ -169,6 +169,9 @@ def normalize_text(text: str) -> str:
                   _month_day, text)
     text = re.sub(r"\b(?P<h>\d{1,2})(?::(?P<m>\d{2}))?\s*(?P<ampm>[aApP]\.?\s?[mM]\.?)(?=\W|$)", _time, text)
     text = re.sub(r"\b(?P<h>\d{1,2}):(?P<m>\d{2})(?!\d|:\d)(?P<ampm>)", _time, text)
+    text = re.sub(r"(?<![\w.-])(\d{1,4})\s?-\s?(\d{1,4})(?![\w.-])", r"\1 to \2", text)  # ranges
+    text = re.sub(r"\b(1[1-9]\d\d|20\d\d) to (1[1-9]\d\d|20\d\d)\b",
+                  lambda m: f"{year(int(m.group(1)))} to {year(int(m.group(2)))}", text)
     text = re.sub(rf"(?P<cur>[$£€¥])\s?(?P<amount>{_NUM})(?:\s?{_SCALE_WORDS})?", _money, text)
     text = re.sub(rf"(?<![\w.])(-?)({_NUM})\s?%", lambda m: f"{'minus ' if m.group(1) else ''}"
                   f"{_number(m.group(2))} percent", text)

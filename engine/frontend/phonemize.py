@@ -91,16 +91,18 @@ class Phonemizer:
             for number, piece in enumerate(pieces):
                 # The terminator goes to espeak-ng too ("Dr." reads as an abbreviation), on the last piece.
                 last = number == len(pieces) - 1
-                text_line = f"{piece}{clause.terminator}" if last else piece
-                # Each piece twice: as is, and after a stressed anchor word (see _unpromote).
-                lines.extend([text_line, f"{STRESS_ANCHOR} {text_line}"])
+                lines.append(f"{piece}{clause.terminator}" if last else piece)
                 owners.append(index)
-        raw = self._run_lines(lines) if lines else []
+        plain = [_clean(raw) for raw in self._run_lines(lines)] if lines else []
+        # Lines with a single primary stress may carry 1.51's promotion: read them again after a
+        # stressed anchor word, in a second process (most clauses of running text need not).
+        suspects = [n for n, phonemes in enumerate(plain) if phonemes.count("ˈ") == 1]
+        if suspects:
+            anchored = self._run_lines([f"{STRESS_ANCHOR} {lines[n]}" for n in suspects])
+            for n, raw in zip(suspects, anchored):
+                plain[n] = _unpromote(plain[n], _strip_anchor(_clean(raw)))
         merged: list[list[str]] = [[] for _ in clauses]
-        for number, owner in enumerate(owners):
-            plain = _clean(raw[2 * number])
-            anchored = _strip_anchor(_clean(raw[2 * number + 1]))
-            phonemes = _unpromote(plain, anchored)
+        for owner, phonemes in zip(owners, plain):
             if phonemes:
                 merged[owner].append(phonemes)
         return [" ".join(parts) for parts in merged]

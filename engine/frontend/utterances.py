@@ -10,7 +10,7 @@ from typing import Any
 from .ids import IdMap, phonemes_to_ids, split_phonemes
 from .normalize import normalize_text
 from .phonemize import Phonemizer, join_clause_phonemes
-from .sentences import Clause, group_sentences, join_clauses, split_clauses
+from .sentences import Clause, group_sentences, join_clauses, split_clauses, split_words
 
 MAX_PHONEME_IDS = 400
 """Longest utterance in phoneme ids (~200 phonemes, ~12-15 s of speech).
@@ -74,7 +74,7 @@ class TextFrontEnd:
         if not text.strip():
             raise ValueError("text is empty or only whitespace: there is nothing to synthesise")
         prepared = normalize_text(text) if self.normalize else unicodedata.normalize("NFC", text)
-        clauses = split_clauses(prepared)
+        clauses = self._presplit(split_clauses(prepared))
         phonemes = self.phonemizer.phonemize_clauses(clauses)
         out: list[Utterance] = []
         position = 0
@@ -85,6 +85,20 @@ class TextFrontEnd:
                 out.append(self._utterance(chunk))
         if not out:
             raise ValueError(f"text has nothing speakable (no words after normalisation): {text[:80]!r}")
+        return out
+
+    def _presplit(self, clauses: list[Clause]) -> list[Clause]:
+        """Cut clauses too long for one utterance at words before phonemizing (English IPA runs
+        about one symbol per letter), so long texts are phonemized once; rare misses are cut later."""
+        max_chars = max(8, self._budget() * 3 // 4)
+        out: list[Clause] = []
+        for clause in clauses:
+            if len(clause.text) <= max_chars:
+                out.append(clause)
+                continue
+            pieces = split_words(clause.text, max_chars)
+            out.extend(Clause(piece, "") for piece in pieces[:-1])
+            out.append(Clause(pieces[-1], clause.terminator))
         return out
 
     def _utterance(self, chunk: Sequence[tuple[Clause, str]]) -> Utterance:
