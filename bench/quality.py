@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         "whisper": lambda a, sr: whisper.transcribe(a, sr, threads=args.threads),
         "dnsmos": lambda a, sr: dnsmos.dnsmos(a, sr, threads=args.threads),
         "resemblyzer": similarity.embed_speaker,
-        "f0_dio": pitch.median_f0,
+        "f0_pyin": pitch.median_f0,
+        "f0_dio": lambda a, sr: pitch.median_f0(a, sr, method="dio"),
     }
     rows = []
     for name, load in loaders.items():
