@@ -113,7 +113,7 @@ def check_audio(audio: np.ndarray, *, allow_empty: bool = False) -> np.ndarray:
     if not np.issubdtype(arr.dtype, np.floating):
         raise AudioError(f"audio must be floating point in [-1, 1], got dtype {arr.dtype}")
     if arr.size == 0 and not allow_empty:
-        raise AudioError("audio is empty (0 samples): nothing to encode")
+        raise AudioError("audio is empty (0 samples)")
     bad = ~np.isfinite(arr)
     if bad.any():
         raise AudioError(
@@ -125,8 +125,13 @@ def check_audio(audio: np.ndarray, *, allow_empty: bool = False) -> np.ndarray:
     return np.clip(arr, -1.0, 1.0).astype(np.float32, copy=False)
 
 
-def _check_rate(sample_rate: int, what: str = "sample_rate") -> int:
-    if isinstance(sample_rate, bool) or int(sample_rate) != sample_rate or sample_rate <= 0:
+def check_rate(sample_rate: int, what: str = "sample_rate") -> int:
+    """The rate as an int; AudioError unless it is a positive whole number of Hz."""
+    try:
+        ok = not isinstance(sample_rate, bool) and int(sample_rate) == sample_rate and sample_rate > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
         raise AudioError(f"{what} must be a positive integer in Hz, got {sample_rate!r}")
     return int(sample_rate)
 
@@ -139,7 +144,7 @@ def to_pcm16(audio: np.ndarray) -> np.ndarray:
 def encode(audio: np.ndarray, sample_rate: int, fmt: str = "wav") -> bytes:
     """Encode float32 mono audio to the bytes of one format (opus, and mp3 at odd rates, are resampled)."""
     spec = get_format(fmt)
-    sample_rate = _check_rate(sample_rate)
+    sample_rate = check_rate(sample_rate)
     samples = check_audio(audio)
     rate = output_rate(spec.name, sample_rate)
     if rate != sample_rate:
@@ -180,7 +185,7 @@ def decode(data: bytes, fmt: str | None = None, *, sample_rate: int | None = Non
         if len(data) % 2:
             raise AudioError(f"raw 16-bit pcm must have an even number of bytes, got {len(data)}")
         pcm = np.frombuffer(data, dtype="<i2")
-        return pcm.astype(np.float32) / 32768.0, _check_rate(sample_rate)  # the scale libsndfile reads with
+        return pcm.astype(np.float32) / 32768.0, check_rate(sample_rate)  # the scale libsndfile reads with
     what = spec.name if spec else "any known format (wav, flac, ogg, opus, mp3)"
     try:
         info = sf.info(io.BytesIO(data))
@@ -196,7 +201,7 @@ def decode(data: bytes, fmt: str | None = None, *, sample_rate: int | None = Non
 
 def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     """Resample mono float audio (soxr high quality when installed, else scipy's polyphase filter)."""
-    sr_in, sr_out = _check_rate(sr_in, "sr_in"), _check_rate(sr_out, "sr_out")
+    sr_in, sr_out = check_rate(sr_in, "sr_in"), check_rate(sr_out, "sr_out")
     x = np.asarray(audio, dtype=np.float32)
     if sr_in == sr_out or x.size == 0:
         return x.copy()

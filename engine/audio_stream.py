@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from chorus.engine.audio import OPUS_RATE, AudioError, check_audio, get_format, to_pcm16
+from chorus.engine.audio import OPUS_RATE, AudioError, check_rate, check_audio, get_format, to_pcm16
 
 STREAMABLE = ("wav", "pcm", "mp3", "ogg", "opus")
 """Formats that can be produced chunk by chunk (FLAC needs the whole signal: its header is rewritten at the end)."""
@@ -78,10 +78,8 @@ class StreamEncoder:
         spec = get_format(fmt)
         if spec.name not in STREAMABLE:
             raise AudioError(f"format {spec.name!r} cannot be streamed; streamable formats: {', '.join(STREAMABLE)}")
-        if isinstance(sample_rate, bool) or int(sample_rate) != sample_rate or sample_rate <= 0:
-            raise AudioError(f"sample_rate must be a positive integer in Hz, got {sample_rate!r}")
         self.fmt = spec.name
-        self.sample_rate = int(sample_rate)
+        self.sample_rate = check_rate(sample_rate)
         self.mime = spec.mime
         self.output_rate = OPUS_RATE if self.fmt == "opus" else self.sample_rate
         """Sample rate of the encoded stream (Opus: always 48 kHz)."""

@@ -109,7 +109,7 @@ def test_unknown_format_lists_valid_ones(speech: np.ndarray) -> None:
         A.encode(speech, SR, "aac")
 
 
-@pytest.mark.parametrize("rate", [0, -8000, 22050.5, True])
+@pytest.mark.parametrize("rate", [0, -8000, 22050.5, True, "fast", None])
 def test_bad_sample_rate(speech: np.ndarray, rate) -> None:
     with pytest.raises(A.AudioError, match="sample_rate must be a positive integer"):
         A.encode(speech, rate, "wav")
