@@ -109,8 +109,8 @@ build() {
 if ! (k8s_ok kube-apiserver && k8s_ok kube-controller-manager && etcd_ok); then
   prepare_wrapper
   log "resolving and downloading the module graph (first run: several hundred MB)"
-  (cd "$SRC" && go list -deps -f '' go.etcd.io/etcd/server/v3 \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager)
+  (cd "$SRC" && go list -deps go.etcd.io/etcd/server/v3 \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager >/dev/null)
   LDFLAGS=$(k8s_ldflags)
   etcd_ok || build etcd go.etcd.io/etcd/server/v3 "-s -w"
   k8s_ok kube-apiserver || build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$LDFLAGS"

@@ -39,6 +39,14 @@ def test_server_reports_release_version(control_plane, kubectl):
     assert json.loads(result.stdout)["serverVersion"]["gitVersion"] == K8S_VERSION
 
 
+def test_kubernetes_python_client_works_with_the_kubeconfig(kubeconfig):
+    from kubernetes import client, config
+
+    api = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))
+    names = {ns.metadata.name for ns in api.list_namespace().items}
+    assert {"default", "kube-system"} <= names
+
+
 def test_deleted_namespace_is_finalised_by_the_controller_manager(kubectl, unique_name):
     kubectl("create", "namespace", unique_name, check=True)
     kubectl("-n", unique_name, "create", "configmap", "inside", "--from-literal=a=b", check=True)
