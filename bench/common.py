@@ -69,7 +69,8 @@ def round_robin(runners: Mapping[str, Callable[[], Any]], repeats: int,
 
     Other processes on the machine slow whichever runner happens to be running; interleaving spreads
     that contention over all runners alike instead of penalising the one measured during a busy spell.
-    Each sample records wall seconds and this process's CPU seconds (all threads).
+    Each sample records wall seconds and this process's CPU seconds (all threads), plus `value`
+    when the runner returns a number (e.g. seconds of audio it produced, for a real-time factor).
     """
     names = list(runners)
     for _ in range(warmup):
@@ -80,8 +81,11 @@ def round_robin(runners: Mapping[str, Callable[[], Any]], repeats: int,
         shift = round_no % len(names)
         for name in names[shift:] + names[:shift]:
             cpu0, wall0 = time.process_time(), time.perf_counter()
-            runners[name]()
-            samples[name].append({"wall_s": time.perf_counter() - wall0, "cpu_s": time.process_time() - cpu0})
+            result = runners[name]()
+            sample = {"wall_s": time.perf_counter() - wall0, "cpu_s": time.process_time() - cpu0}
+            if isinstance(result, (int, float)):
+                sample["value"] = float(result)
+            samples[name].append(sample)
     return samples
 
 

@@ -43,7 +43,8 @@ class OrtResult(NamedTuple):
     durations: np.ndarray  # [B, T] int64 frames per phoneme
 
 
-def _session(path: Path, settings: OrtSettings) -> ort.InferenceSession:
+def make_session(path: Path | str, settings: OrtSettings) -> ort.InferenceSession:
+    """A CPU InferenceSession with these settings (quiet about overridable initializers)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = settings.threads
     options.inter_op_num_threads = 1
@@ -73,8 +74,8 @@ class OnnxRuntime:
 
     def __init__(self, export: OnnxExport, settings: OrtSettings | None = None) -> None:
         self.settings = settings or OrtSettings()
-        self.text = _session(export.text, self.settings)
-        self.audio = _session(export.audio, self.settings)
+        self.text = make_session(export.text, self.settings)
+        self.audio = make_session(export.audio, self.settings)
         self.overridable = overridable_weights(self.audio)
         self._adapters: collections.OrderedDict[tuple[str, int], ort.LoraAdapter] = collections.OrderedDict()
         self._lock = threading.Lock()
