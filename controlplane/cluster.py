@@ -193,10 +193,11 @@ class ControlPlane:
         raise KeyError(f"no component {component!r}; running: {names}")
 
     def get(self, path: str, timeout: float = 5.0) -> tuple[int, str]:
-        """GET an API path as the admin; returns (HTTP status, body)."""
-        request = urllib.request.Request(self.server + path)
+        """GET an API path as the admin (or a plain http:// URL); returns (HTTP status, body)."""
+        url = path if path.startswith("http://") else self.server + path
+        context = None if url.startswith("http://") else self._ssl
         try:
-            with urllib.request.urlopen(request, context=self._ssl, timeout=timeout) as resp:
+            with urllib.request.urlopen(url, context=context, timeout=timeout) as resp:
                 return resp.status, resp.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode(errors="replace")
@@ -217,10 +218,12 @@ class ControlPlane:
         self.kubeconfig = self.workdir / "kubeconfig"
         self.kubeconfig.write_text(self._kubeconfig_yaml())
         self.kubeconfig.chmod(0o600)
+        deadline = started + self.config.startup_timeout_s
         self._spawn("etcd", self._etcd_args(etcd_client, etcd_peer))
+        # The API server's etcd client backs off for a second or more when etcd is not up yet.
+        self._wait("etcd", f"http://127.0.0.1:{etcd_client}/health", deadline)
         self._spawn("kube-apiserver", self._apiserver_args(etcd_client, secure_port))
         self._spawn("kube-controller-manager", self._controller_manager_args())
-        deadline = started + self.config.startup_timeout_s
         self._wait("kube-apiserver", "/readyz", deadline, verbose_path="/readyz?verbose")
         if self.config.wait_for_controllers:
             self._wait(
