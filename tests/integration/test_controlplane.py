@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from chorus.controlplane.binaries import K8S_VERSION, BinariesNotFound, require_binaries
-from chorus.controlplane.cluster import ControlPlane, ControlPlaneConfig
+from chorus.controlplane.cluster import ControlPlane, ControlPlaneConfig, ControlPlaneError
 
 pytestmark = pytest.mark.integration
 
@@ -143,3 +143,11 @@ def test_missing_binaries_name_the_build_command(tmp_path: Path):
     with pytest.raises(BinariesNotFound, match="make controlplane") as info:
         require_binaries(tmp_path)
     assert "kube-apiserver" in str(info.value) and str(tmp_path) in str(info.value)
+
+
+def test_a_server_that_fails_to_start_is_reported_with_its_log(tmp_path):
+    config = ControlPlaneConfig(parent_dir=tmp_path, extra_apiserver_args=("--no-such-flag",))
+    with pytest.raises(ControlPlaneError, match="kube-apiserver exited") as info:
+        ControlPlane(config).start()
+    assert "unknown flag: --no-such-flag" in str(info.value)
+    assert list(tmp_path.iterdir()) == [], "a failed start left its temp dir behind"
