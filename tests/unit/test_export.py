@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -53,6 +55,17 @@ def piper_voice(voice):
 
 
 @pytest.fixture(scope="module")
+def piper_graph(voice):
+    """Piper's own ONNX file, with its ceil'd per-phoneme durations exposed as a second output."""
+    proto = onnx.load(str(voice.onnx_path))
+    (ceil,) = [node for node in proto.graph.node if node.op_type == "Ceil"]
+    proto.graph.output.append(onnx.helper.make_tensor_value_info(ceil.output[0], onnx.TensorProto.FLOAT, None))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module")
 def batches(piper_voice):
     out = []
     for sentence in SENTENCES:
@@ -72,14 +85,15 @@ def _perturbed(model, names, seed=0, scale=0.1) -> dict[str, np.ndarray]:
             for name in names}
 
 
-def test_noise_free_parity_torch_chorus_onnx_piper_onnx(model, runtime, piper_voice, batches):
+def test_noise_free_parity_torch_chorus_onnx_piper_onnx(model, runtime, piper_graph, batches):
     for ids, lengths in batches:
         torch_out = model.infer(torch.from_numpy(ids), torch.from_numpy(lengths), 0.0, 1.0, 0.0)
         ours = runtime.run(ids, lengths, (0.0, 1.0, 0.0))
-        piper_audio = piper_voice.session.run(None, {"input": ids, "input_lengths": lengths,
-                                                     "scales": np.array([0.0, 1.0, 0.0], np.float32)})[0]
+        piper_audio, piper_durations = piper_graph.run(None, {"input": ids, "input_lengths": lengths,
+                                                              "scales": np.array([0.0, 1.0, 0.0], np.float32)})
         piper_audio = piper_audio.reshape(-1)
         assert np.array_equal(torch_out.durations.numpy(), ours.durations)
+        assert np.array_equal(piper_durations.reshape(-1).astype(np.int64), ours.durations[0])
         reference = torch_out.audio[0].numpy()
         assert ours.audio.shape[1] == reference.size == piper_audio.size  # same durations as Piper too
         assert _corr(reference, ours.audio[0]) >= 0.99
