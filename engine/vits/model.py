@@ -48,6 +48,17 @@ class VitsModel(nn.Module):
         """Audio samples per latent frame."""
         return self.hp.hop_length
 
+    def check_inputs(self, ids: torch.Tensor, lengths: torch.Tensor) -> None:
+        """Raise ValueError naming the problem if ids [B, T] / lengths [B] are not a valid padded batch."""
+        if ids.dim() != 2 or ids.dtype != torch.long:
+            raise ValueError(f"ids must be a [B, T] long tensor, got {tuple(ids.shape)} {ids.dtype}")
+        if lengths.shape != (ids.shape[0],):
+            raise ValueError(f"lengths must have shape [{ids.shape[0]}], got {tuple(lengths.shape)}")
+        if ids.numel() == 0 or int(lengths.min()) < 1 or int(lengths.max()) > ids.shape[1]:
+            raise ValueError(f"lengths must be in 1..{ids.shape[1]}, got {lengths.tolist()}")
+        if int(ids.min()) < 0 or int(ids.max()) >= self.hp.n_vocab:
+            raise ValueError(f"phoneme ids must be in 0..{self.hp.n_vocab - 1}, got {int(ids.min())}..{int(ids.max())}")
+
     def encode_text(self, ids: torch.Tensor, lengths: torch.Tensor) -> TextEncoding:
         """Phoneme ids [B, T] (padded) -> hidden states, per-phoneme prior and mask."""
         return self.enc_p(ids, lengths)
@@ -93,6 +104,7 @@ class VitsModel(nn.Module):
               length_scale: float = 1.0, noise_w: float = 0.8,
               generator: torch.Generator | None = None) -> InferResult:
         """Synthesise a padded batch of phoneme-id sequences."""
+        self.check_inputs(ids, lengths)
         enc = self.encode_text(ids, lengths)
         durations = self.predict_durations(enc, noise_w, length_scale, generator)
         prior = self.expand_prior(enc.m_p, enc.logs_p, durations)

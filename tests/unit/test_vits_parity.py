@@ -138,3 +138,18 @@ def test_stages_compose_to_infer(model, piper_ids):
         audio = model.decode(z, prior.y_mask)
     whole = model.infer(ids, lengths, 0.0, 1.0, 0.0)
     assert torch.equal(whole.audio, audio)
+
+
+@pytest.mark.parametrize(
+    ("ids", "lengths", "message"),
+    [
+        (torch.tensor([1, 5, 2]), torch.tensor([3]), "ids must be a"),
+        (torch.tensor([[1, 5, 2]]), torch.tensor([3, 3]), "lengths must have shape"),
+        (torch.tensor([[1, 5, 2]]), torch.tensor([0]), "lengths must be in 1..3"),
+        (torch.tensor([[1, 5, 2]]), torch.tensor([4]), "lengths must be in 1..3"),
+        (torch.tensor([[1, 300, 2]]), torch.tensor([3]), "phoneme ids must be in 0..255"),
+    ],
+)
+def test_bad_inputs_are_named(model, ids, lengths, message):
+    with pytest.raises(ValueError, match=message):
+        model.infer(ids, lengths)
