@@ -89,10 +89,18 @@ def score_voice(audio: list[np.ndarray], sr: int, heldout: HeldOut, target_emb: 
                        wer=_wer(heldout.texts, audio, sr) if with_wer else float("nan"), dnsmos=_dnsmos(audio, sr))
 
 
-def evaluate_voice(adapted: AdaptedVoice, heldout: HeldOut, base_audio: list[np.ndarray] | None = None,
-                   adapter_bytes: int | None = None, thresholds: GateThresholds | None = None,
-                   seed: int = 0) -> tuple[QualityMetrics, GateResult, dict]:
-    """Measure base, adapted and target voices on the held-out set; return metrics, gate verdict, audio."""
+@dataclass
+class Reference:
+    """What does not depend on the adapter: target embeddings and the base and target voices' scores."""
+
+    target_emb: list[np.ndarray]
+    base: VoiceScores
+    target: VoiceScores
+    base_audio: list[np.ndarray]
+
+
+def reference_scores(heldout: HeldOut, base_audio: list[np.ndarray] | None = None, seed: int = 0) -> Reference:
+    """Score the base voice (synthesised unless given) and the target clips on the held-out set once."""
     from chorus.quality.similarity import embed_speaker
 
     sr = heldout.sample_rate
@@ -100,16 +108,25 @@ def evaluate_voice(adapted: AdaptedVoice, heldout: HeldOut, base_audio: list[np.
     if base_audio is None:
         base = AdaptedVoice.base()
         base_audio = [base.synthesize(t, seed=seed + i) for i, t in enumerate(heldout.texts)]
+    return Reference(target_emb, score_voice(base_audio, sr, heldout, target_emb),
+                     score_voice(heldout.audio, sr, heldout, target_emb, with_wer=False), base_audio)
+
+
+def evaluate_voice(adapted: AdaptedVoice, heldout: HeldOut, reference: Reference | None = None,
+                   adapter_bytes: int | None = None, thresholds: GateThresholds | None = None,
+                   seed: int = 0) -> tuple[QualityMetrics, GateResult, list[np.ndarray]]:
+    """Measure the adapted voice against base and target on the held-out set: metrics, verdict, audio."""
+    sr = heldout.sample_rate
+    ref = reference or reference_scores(heldout, seed=seed)
     adapted_audio = [adapted.synthesize(t, seed=seed + i) for i, t in enumerate(heldout.texts)]
-    b = score_voice(base_audio, sr, heldout, target_emb)
-    a = score_voice(adapted_audio, sr, heldout, target_emb)
-    t = score_voice(heldout.audio, sr, heldout, target_emb, with_wer=False)
+    b, t = ref.base, ref.target
+    a = score_voice(adapted_audio, sr, heldout, ref.target_emb)
     metrics = QualityMetrics(similarity_base=b.similarity, similarity_adapted=a.similarity,
                              similarity_ceiling=t.similarity, wer_base=b.wer, wer_adapted=a.wer,
                              dnsmos_base=b.dnsmos, dnsmos_adapted=a.dnsmos, dnsmos_target=t.dnsmos,
                              f0_base=b.f0, f0_adapted=a.f0, f0_target=t.f0, adapter_bytes=adapter_bytes,
                              heldout_clips=len(heldout.texts))
-    return metrics, evaluate_gate(metrics, thresholds), {"base": base_audio, "adapted": adapted_audio}
+    return metrics, evaluate_gate(metrics, thresholds), adapted_audio
 
 
 def format_metrics(m: QualityMetrics, gate: GateResult) -> str:

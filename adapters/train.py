@@ -22,11 +22,14 @@ from tqdm import tqdm
 
 from chorus.adapters import lora
 from chorus.adapters.align import HOP
+from chorus.adapters.discriminator import MultiResolutionDiscriminator, discriminator_loss, generator_losses
 from chorus.adapters.losses import mel_loss, stft_loss
 from chorus.adapters.trainset import TrainSet, build_trainset, load_clips
 from chorus.engine.voice import load_base_voice
 
 CHECKPOINT_FILE = "checkpoint.pt"
+RESUMABLE_CHANGES = {"steps", "max_minutes", "checkpoint_every", "threads"}
+"""Settings a resumed run may change; any other difference from the checkpoint's settings is refused."""
 
 
 class TrainConfig(BaseModel):
@@ -51,6 +54,9 @@ class TrainConfig(BaseModel):
     max_noise_scale: float = Field(default=0.5, ge=0, le=1.5, description="latent noise scale drawn in [0, this]")
     mel_weight: float = Field(default=1.0, ge=0, description="weight of the L1 log-mel loss")
     stft_weight: float = Field(default=1.0, ge=0, description="weight of the multi-resolution STFT loss")
+    adv_weight: float = Field(default=0.0, ge=0, description="weight of the adversarial loss (0: no discriminator)")
+    fm_weight: float = Field(default=0.0, ge=0, description="weight of the discriminator feature-matching loss")
+    disc_lr: float = Field(default=2e-4, gt=0, lt=1, description="discriminator learning rate")
     checkpoint_every: int = Field(default=100, ge=1, description="steps between checkpoints")
     threads: int = Field(default=2, ge=1, le=64, description="torch CPU threads")
 
@@ -113,8 +119,8 @@ def _priors(model, trainset: TrainSet) -> list:
     return out
 
 
-def _step_loss(model, prior, clip, cfg: TrainConfig, gen: torch.Generator, sr: int) -> torch.Tensor:
-    """Loss of one random window of one clip."""
+def _window(model, prior, clip, cfg: TrainConfig, gen: torch.Generator, sr: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decoded audio and target audio [1, S] of one random window of one clip."""
     frames = int(prior.y_lengths[0])
     lo, hi = int(cfg.min_window_s * sr / HOP), int(cfg.max_window_s * sr / HOP)
     width = min(frames, int(torch.randint(lo, hi + 1, (1,), generator=gen)))
@@ -126,14 +132,17 @@ def _step_loss(model, prior, clip, cfg: TrainConfig, gen: torch.Generator, sr: i
     mask = torch.ones(1, 1, b - a)
     z = model.flow_reverse(z_p, mask)[:, :, start - a:start - a + width]
     pred = model.decode(z, torch.ones(1, 1, width))
-    target = clip.audio[start * HOP:(start + width) * HOP].unsqueeze(0)
-    return cfg.mel_weight * mel_loss(pred, target, sr) + cfg.stft_weight * stft_loss(pred, target)
+    return pred, clip.audio[start * HOP:(start + width) * HOP].unsqueeze(0)
 
 
-def _save_checkpoint(path: Path, step: int, seconds: float, peft_model, opt, gen, losses) -> None:
+def _save_checkpoint(path: Path, cfg: TrainConfig, step: int, seconds: float, peft_model, opt, gen, losses,
+                     disc=None) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save({"step": step, "seconds": seconds, "lora": lora.lora_state(peft_model), "opt": opt.state_dict(),
-                "gen": gen.get_state(), "losses": losses}, tmp)
+    state = {"config": cfg.model_dump(), "step": step, "seconds": seconds, "lora": lora.lora_state(peft_model),
+             "opt": opt.state_dict(), "gen": gen.get_state(), "losses": losses}
+    if disc is not None:
+        state["disc"], state["disc_opt"] = disc[0].state_dict(), disc[1].state_dict()
+    torch.save(state, tmp)
     os.replace(tmp, path)
 
 
@@ -155,14 +164,26 @@ def train_adapter(dataset_dir: Path | str, cfg: TrainConfig | None = None, check
     engine = lora.engine_of(peft_model)
     opt = _optimizer(peft_model, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
+    disc = None
+    if cfg.adv_weight > 0 or cfg.fm_weight > 0:
+        net = MultiResolutionDiscriminator()
+        disc = (net, torch.optim.Adam(net.parameters(), cfg.disc_lr, betas=(0.8, 0.99)))
     step, seconds, losses = 0, 0.0, []
     ckpt = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
     if ckpt and ckpt.is_file():
         state = torch.load(ckpt, weights_only=False)
+        changed = {k: (v, state["config"].get(k)) for k, v in cfg.model_dump().items()
+                   if k not in RESUMABLE_CHANGES and state["config"].get(k) != v}
+        if changed:
+            raise ValueError(f"checkpoint {ckpt} was made with other settings {changed} (now, then): "
+                             "use another checkpoint_dir or delete it")
         lora.load_lora_state(peft_model, state["lora"])
         opt.load_state_dict(state["opt"])
         gen.set_state(state["gen"])
         step, seconds, losses = state["step"], state["seconds"], state["losses"]
+        if disc is not None:
+            disc[0].load_state_dict(state["disc"])
+            disc[1].load_state_dict(state["disc_opt"])
     if ckpt:
         ckpt.parent.mkdir(parents=True, exist_ok=True)
     weights = torch.tensor([float(len(c.audio)) for c in trainset.clips])
@@ -171,7 +192,14 @@ def train_adapter(dataset_dir: Path | str, cfg: TrainConfig | None = None, check
     started = time.monotonic() - seconds
     while step < cfg.steps and time.monotonic() - started < cfg.max_minutes * 60:
         i = int(torch.multinomial(weights, 1, generator=gen))
-        loss = _step_loss(engine, priors[i], trainset.clips[i], cfg, gen, voice.sample_rate)
+        pred, target = _window(engine, priors[i], trainset.clips[i], cfg, gen, voice.sample_rate)
+        loss = cfg.mel_weight * mel_loss(pred, target, voice.sample_rate) + cfg.stft_weight * stft_loss(pred, target)
+        if disc is not None:
+            disc[1].zero_grad(set_to_none=True)
+            discriminator_loss(disc[0], target, pred).backward()
+            disc[1].step()
+            adv, fm = generator_losses(disc[0], target, pred)
+            loss = loss + cfg.adv_weight * adv + cfg.fm_weight * fm
         opt.zero_grad(set_to_none=True)
         loss.backward()
         for group in opt.param_groups:
@@ -183,7 +211,7 @@ def train_adapter(dataset_dir: Path | str, cfg: TrainConfig | None = None, check
         bar.update(1)
         bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
         if ckpt and step % cfg.checkpoint_every == 0:
-            _save_checkpoint(ckpt, step, time.monotonic() - started, peft_model, opt, gen, losses)
+            _save_checkpoint(ckpt, cfg, step, time.monotonic() - started, peft_model, opt, gen, losses, disc)
         if on_step:
             on_step(step, losses[-1])
     bar.close()
