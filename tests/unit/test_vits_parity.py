@@ -8,12 +8,13 @@ import onnxruntime as ort
 import pytest
 import torch
 
+# piper-tts (GPL, in requirements.lock for tests/bench) is only the reference here: its in-process
+# espeak phonemizer gives Piper's exact ids, so the parity check does not depend on our front end.
+from piper import phonemize_espeak as piper_espeak
+from piper.phoneme_ids import phonemes_to_ids
+
 from chorus.engine.voice import load_base_voice
 from chorus.engine.weights import load_vits_model
-
-# piper-tts (GPL) is only the reference here: its in-process espeak phonemizer gives Piper's exact ids.
-piper_espeak = pytest.importorskip("piper.phonemize_espeak", reason="needs the piper-tts reference extra")
-from piper.phoneme_ids import phonemes_to_ids  # noqa: E402
 
 SENTENCES = [
     "Hello from Chorus, a multi-tenant speech platform.",
