@@ -46,3 +46,16 @@ class AdaptedVoice:
                                 noise_w=self.voice.noise_w if noise_w is None else noise_w, generator=gen)
         audio = out.audio[0, : int(out.audio_lengths[0])].numpy()
         return from_model_domain(audio, self.voice.sample_rate, self.profile.pitch_factor)
+
+
+def load_adapted_voice(artifact_dir, expected_base_fingerprint: str | None = None) -> AdaptedVoice:
+    """Verify an artifact (chorus.adapters.artifact), merge its LoRA into the base engine, apply its profile."""
+    from chorus.adapters.artifact import load_artifact
+    from chorus.adapters.lora import load_adapter_dir
+    from chorus.engine.weights import load_vits_model
+
+    voice = load_base_voice()
+    loaded = load_artifact(artifact_dir, expected_base_fingerprint or voice.fingerprint)
+    fields = set(VoiceProfile.model_fields)
+    profile = VoiceProfile(**{k: v for k, v in loaded.manifest.profile.model_dump().items() if k in fields})
+    return AdaptedVoice(load_adapter_dir(loaded.path, load_vits_model(voice)), profile, voice)

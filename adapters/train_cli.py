@@ -1,0 +1,95 @@
+"""`chorus adapter train` and `chorus adapter eval`: train an artifact from a prepared dataset, score it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+
+def _train(args: argparse.Namespace) -> int:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from chorus.adapters.artifact import build_manifest, save_peft_adapter
+    from chorus.adapters.prepared import load_prepared
+    from chorus.adapters.train import TrainConfig, train_adapter
+    from chorus.engine.voice import load_base_voice
+
+    cfg = TrainConfig(seed=args.seed, steps=args.steps, max_minutes=args.minutes, rank=args.rank, lr=args.lr,
+                      targets=args.targets, pitch_path=not args.no_pitch_path, adv_weight=args.adv_weight,
+                      fm_weight=args.fm_weight, threads=args.threads, checkpoint_every=args.checkpoint_every)
+    dataset = load_prepared(args.dataset)
+    checkpoints = args.checkpoint_dir or Path(args.out).with_name(Path(args.out).name + ".checkpoints")
+    result = train_adapter(args.dataset, cfg, checkpoint_dir=checkpoints)
+    save_peft_adapter(result.peft_model, args.out)
+    training = {**cfg.model_dump(), "steps_done": result.steps, "seconds": round(result.seconds, 1)}
+    fields = dict(tenant=args.tenant, voice=args.voice, base_fingerprint=load_base_voice().fingerprint,
+                  dataset_hash=dataset.dataset_hash, training=training, profile=result.profile.model_dump())
+    build_manifest(args.out, **fields)
+    print(f"trained {result.steps} steps in {result.seconds:.0f} s; profile {result.profile.model_dump()}; "
+          f"artifact {args.out}")
+    if args.heldout:
+        return _evaluate(args.out, args.heldout, fields, args.json)
+    return 0
+
+
+def _evaluate(artifact: str, heldout_dir: str, fields: dict | None, as_json: bool) -> int:
+    from chorus.adapters.adapted import load_adapted_voice
+    from chorus.adapters.artifact import ADAPTER_WEIGHTS_FILE, QualityRecord, build_manifest, verify_artifact
+    from chorus.adapters.evaluate import evaluate_voice, format_metrics, load_heldout
+    from chorus.adapters.gate import GateThresholds
+    from chorus.engine.voice import load_base_voice
+
+    fingerprint = load_base_voice().fingerprint
+    manifest = verify_artifact(artifact, fingerprint)
+    voice = load_adapted_voice(artifact, fingerprint)
+    size = (Path(artifact) / ADAPTER_WEIGHTS_FILE).stat().st_size
+    metrics, gate, _ = evaluate_voice(voice, load_heldout(heldout_dir), adapter_bytes=size)
+    fields = fields or dict(tenant=manifest.tenant, voice=manifest.voice, base_fingerprint=fingerprint,
+                            dataset_hash=manifest.dataset_hash, training=manifest.training,
+                            profile=manifest.profile.model_dump())
+    build_manifest(artifact, **fields, quality=QualityRecord(metrics=metrics, thresholds=GateThresholds(), gate=gate))
+    if as_json:
+        print(json.dumps({"metrics": metrics.model_dump(), "gap_closed": metrics.gap_closed(),
+                          "gate": gate.model_dump()}, indent=2))
+    else:
+        print(format_metrics(metrics, gate))
+    return 0 if gate.passed else 1
+
+
+def _eval(args: argparse.Namespace) -> int:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return _evaluate(args.artifact, args.heldout, None, args.json)
+
+
+def add_train(sub) -> None:
+    """`chorus adapter train DATASET OUT`."""
+    p = sub.add_parser("train", help="train a LoRA voice adapter from a prepared dataset into an artifact directory")
+    p.add_argument("dataset", help="prepared dataset directory (from `chorus adapter prepare`)")
+    p.add_argument("out", help="artifact directory to write")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--voice", required=True)
+    p.add_argument("--heldout", help="held-out clips (prepared dataset or metadata.csv folder): evaluate and gate")
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--minutes", type=float, default=8.0, help="training time cap")
+    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--targets", default="decoder", help="LoRA module set: decoder or decoder+flow")
+    p.add_argument("--no-pitch-path", action="store_true", help="no pitch factor (train on the clips as they are)")
+    p.add_argument("--adv-weight", type=float, default=0.0, help="adversarial loss weight (0: off)")
+    p.add_argument("--fm-weight", type=float, default=0.0, help="feature-matching loss weight (0: off)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--checkpoint-dir", help="default OUT.checkpoints; an interrupted run resumes from it")
+    p.add_argument("--json", action="store_true", help="print the evaluation as JSON")
+    p.set_defaults(func=_train)
+
+
+def add_eval(sub) -> None:
+    """`chorus adapter eval ARTIFACT --heldout DIR`."""
+    p = sub.add_parser("eval", help="score an artifact on held-out clips and record the gate verdict in its manifest")
+    p.add_argument("artifact", help="artifact directory")
+    p.add_argument("--heldout", required=True, help="held-out clips (prepared dataset or metadata.csv folder)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_eval)
