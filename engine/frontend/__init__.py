@@ -3,7 +3,8 @@
 from .ids import BOS, EOS, PAD, phonemes_to_ids, split_phonemes
 from .normalize import normalize_text
 from .numbers import cardinal, ordinal, year
-from .phonemize import ESPEAK_PACKAGE, EspeakError, EspeakNotFoundError, Phonemizer
+from .espeak import EspeakError
+from .phonemize import ESPEAK_PACKAGE, EspeakNotFoundError, Phonemizer
 from .sentences import Clause, split_clauses, split_sentences
 from .utterances import MAX_PHONEME_IDS, TextFrontEnd, Utterance
 

@@ -128,7 +128,7 @@ def _time(match: re.Match[str]) -> str:
         return spoken
     # "at 3 p.m." ending a sentence: the abbreviation's dot was the full stop too.
     ends = match.group(0).endswith(".") and re.match(r"\s*$|\s+[A-Z]", match.string[match.end():])
-    return f"{spoken} {meridiem[0]} {meridiem[1]}{'.' if ends else ''}"
+    return f"{spoken} {meridiem}{'.' if ends else ''}"  # "PM": espeak-ng reads "A M" as "a M"
 
 
 def _url(match: re.Match[str]) -> str:
@@ -188,6 +188,9 @@ def normalize_text(text: str) -> str:
                   lambda m: f"{_number(m.group(1))} {_plural_unit(_UNITS[m.group(2).lower()], m.group(1))}",
                   text, flags=re.IGNORECASE)
     text = expand_abbreviations(text)
+    # Runs of initials before a name ("J. R. R. Tolkien"): without dots, so no sentence ends there.
+    text = re.sub(r"\b((?:[A-Z]\. ?){2,})(?=[A-Z][a-z])",
+                  lambda m: " ".join(m.group(1).replace(".", " ").split()) + " ", text)
     text = _symbols(text)
     text = re.sub(rf"(?<![\w.])(-)?({_NUM})(?![\w])", lambda m: f"{'minus ' if m.group(1) else ''}"
                   f"{_number(m.group(2))}", text)

@@ -20,7 +20,7 @@ _NEXT_CHAR = re.compile(r"\s*(\S)")
 # Lower-case next words need no list: espeak-ng (and so Piper) never ends a sentence there.
 PROTECTED_ABBREVIATIONS = frozenset(
     {"dr", "mr", "mrs", "ms", "prof", "st", "mt", "ft", "rev", "gen", "col", "lt", "sgt",
-     "capt", "gov", "sen", "rep", "hon", "vs", "e.g", "i.e", "cf", "approx", "no", "vol", "fig"}
+     "capt", "gov", "sen", "rep", "hon", "vs", "e.g", "i.e", "cf", "approx", "vol", "fig"}
 )
 
 
@@ -44,8 +44,6 @@ def _is_boundary(text: str, match: re.Match[str]) -> bool:
     token = word.group(1)
     if token.lower() in PROTECTED_ABBREVIATIONS:
         return after is None
-    if len(token) == 1 and token.isupper() and after is not None:
-        return False  # an initial: "J. Smith"
     return True
 
 

@@ -53,12 +53,12 @@ YEARS_DATES = [
     ("Born on July 4th, 1976.", "Born on July fourth, nineteen seventy-six."),
 ]
 TIMES = [
-    ("Meet at 3:45 pm today.", "Meet at three forty-five P M today."),
-    ("Meet at 3:45 pm.", "Meet at three forty-five P M."),
+    ("Meet at 3:45 pm today.", "Meet at three forty-five PM today."),
+    ("Meet at 3:45 pm.", "Meet at three forty-five PM."),
     ("The train leaves at 14:30.", "The train leaves at fourteen thirty."),
-    ("Wake at 9:05 a.m. sharp.", "Wake at nine oh five A M sharp."),
+    ("Wake at 9:05 a.m. sharp.", "Wake at nine oh five AM sharp."),
     ("Lunch at 12:00.", "Lunch at twelve o'clock."),
-    ("Call at 7 pm please.", "Call at seven P M please."),
+    ("Call at 7 pm please.", "Call at seven PM please."),
 ]
 ABBREVIATIONS = [
     ("Dr. Smith is here.", "Doctor Smith is here."),
@@ -72,6 +72,7 @@ ABBREVIATIONS = [
     ("Apples, pears, etc. are fruit.", "Apples, pears, et cetera are fruit."),
     ("Cats vs. dogs", "Cats versus dogs"),
     ("Ask for No. 5.", "Ask for number five."),
+    ("J. R. R. Tolkien wrote it.", "J R R Tolkien wrote it."),
 ]
 SYMBOLS_URLS = [
     ("Salt & pepper", "Salt and pepper"),

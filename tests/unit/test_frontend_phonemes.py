@@ -106,3 +106,23 @@ def test_utterances_from_voice_or_id_map_agree(front_end: TextFrontEnd, id_map: 
     assert [u.text for u in from_voice] == [
         "Doctor Smith paid three dollars and fifty cents on November twenty-sixth.", "Was it worth it?"]
     assert from_voice[-1].phonemes.endswith("?")
+
+
+def test_long_lived_process_matches_one_shot_runs_and_recovers() -> None:
+    from chorus.engine.frontend.espeak import SENTINEL
+
+    lines = [
+        "Hello there, friend.",
+        "Dr. Smith met J. Jones. Then they left.",  # espeak-ng reads this line as three clauses
+        SENTINEL,  # the end-of-batch marker itself, as user text
+        "The end of the story.",
+    ] * 5
+    persistent, oneshot = Phonemizer(persistent=True), Phonemizer(persistent=False)
+    assert persistent.phonemize_many(lines) == oneshot.phonemize_many(lines)
+    assert persistent.phonemize("Still working?") == oneshot.phonemize("Still working?")
+    process = persistent.runner._process
+    assert process is not None and process.poll() is None
+    persistent.close()
+    assert process.poll() is not None
+    assert persistent.phonemize("Hello.") == "həlˈoʊ."  # starts a new one
+    persistent.close()
