@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import ssl
 import tempfile
@@ -21,6 +22,7 @@ from typing import Any
 import aiohttp
 import yaml
 
+log = logging.getLogger(__name__)
 # kind -> (API prefix, plural, namespaced)
 RESOURCES: dict[str, tuple[str, str, bool]] = {
     "Namespace": ("/api/v1", "namespaces", False),
@@ -167,9 +169,11 @@ class KubeClient:
             data = json.dumps(body)
         for attempt in range(4):
             try:
+                started = time.monotonic()
                 async with session.request(method, self.connection.server + path, data=data,
                                            params=params, headers=headers) as resp:
                     text = await resp.text()
+                    log.debug("%s %s -> %d in %.0f ms", method, path, resp.status, 1000 * (time.monotonic() - started))
                     if resp.status == 404 and method in ("GET", "DELETE"):
                         return None
                     if (resp.status == 429 or resp.status >= 500) and attempt < 3:

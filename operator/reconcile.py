@@ -93,11 +93,15 @@ def voices_condition(voices: list[dict], generation: int | None) -> dict:
 class Reconciler:
     """Applies tenants, repairs their drifted children and cleans them up; holds per-tenant state."""
 
-    def __init__(self, kube: KubeClient, platform_namespace: str, driver: VoiceDriver | None = None) -> None:
+    def __init__(self, kube: KubeClient, platform_namespace: str, driver: VoiceDriver | None = None,
+                 max_concurrent: int = 8) -> None:
         self.kube = kube
         self.platform_namespace = platform_namespace
         self.driver = driver or PendingVoiceDriver()
         self.tenants: dict[str, TenantState] = {}
+        # When many tenants arrive at once the API server is the bottleneck: letting all of them
+        # proceed together makes every one finish late, a few at a time (FIFO) finishes most early.
+        self._slots = asyncio.Semaphore(max_concurrent)
 
     def state(self, ref: TenantRef) -> TenantState:
         """The tenant's state, new if this uid was not seen before (a re-created tenant starts afresh)."""
@@ -111,8 +115,13 @@ class Reconciler:
                         old_status: dict | None) -> Result:
         """Make the tenant's objects match its spec; return the status to write and the Events to post."""
         st = self.state(ref)
-        async with st.lock:
+        async with self._slots, st.lock:
             return await self._reconcile(st, spec_dict, generation, old_status or {})
+
+    async def _put(self, obj: dict, fresh: bool) -> None:
+        """Create obj if its namespace was just made (cheaper for the API server), else server-side apply it."""
+        if not fresh or await self.kube.create(obj) is None:
+            await self.kube.apply(obj)
 
     async def _reconcile(self, st: TenantState, spec_dict: dict, gen: int | None, old: dict) -> Result:
         ref = st.ref
@@ -146,13 +155,14 @@ class Reconciler:
             desired = [namespace] + build_children(ref, spec, self.platform_namespace)
             if created is None:
                 await self.kube.apply(namespace)
-            await asyncio.gather(*(self.kube.apply(obj) for obj in desired[1:]))
+            fresh = created is not None
+            await asyncio.gather(*(self._put(obj, fresh) for obj in desired[1:]))
             key_hash, key_event = await self._ensure_key(st, old)
             if key_event:
                 events.append(key_event)
             voices = voice_statuses(self.driver, ref, spec.voices, old.get("voices"))
             record = build_tenant_record(ref, spec, key_hash, voices, self.platform_namespace)
-            await self.kube.apply(record)
+            await self._put(record, fresh)
         except ApiError as exc:
             parts += [c.condition(c.RESOURCES_READY, False, c.APPLY_FAILED,
                                   f"the API server refused an object, retrying: {exc}", gen),

@@ -89,7 +89,8 @@ def run(settings: Settings) -> int:
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
     conn = load_connection(settings.kubeconfig)
     kube = KubeClient(conn, FIELD_MANAGER, settings.max_connections)
-    memo = kopf.Memo(settings=settings, kube=kube, reconciler=Reconciler(kube, settings.platform_namespace))
+    memo = kopf.Memo(settings=settings, kube=kube, reconciler=Reconciler(
+        kube, settings.platform_namespace, max_concurrent=settings.max_concurrent_reconciles))
     log.info("chorus operator starting: platform namespace %s, %s", settings.platform_namespace,
              "standalone" if settings.standalone else f"peering {settings.peering_name!r} priority {settings.priority}")
     try:

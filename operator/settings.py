@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     resync_interval_s: float = Field(
         300.0, gt=0, description="Seconds between full reconciles of each tenant (the drift safety net; "
                                  "watched children are repaired as soon as they change).")
+    max_concurrent_reconciles: int = Field(
+        8, ge=1, le=256, description="Tenants reconciled at once; more wait their turn (first come, first served).")
     max_connections: int = Field(32, ge=1, le=512, description="Concurrent HTTP connections to the API server.")
     worker_limit: int | None = Field(
         None, ge=1, description="Most objects kopf processes at once; unset: no limit.")
