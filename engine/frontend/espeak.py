@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 _LOGGER = logging.getLogger(__name__)
 
-SENTINEL = "Chorus sentinel kwyjibo zaxqv"
+SENTINEL = "kwyjibo zaxqv"
 """A line sent after each batch to the long-lived process: its output marks the batch's end."""
 BATCH_LINES = 16
 """Lines per round trip: small enough that input and output never fill the pipes (no deadlock)."""

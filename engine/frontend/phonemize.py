@@ -27,7 +27,7 @@ GLIDE = "ʲ"
 RENAMED = (("oːɹ", "ɔːɹ"),)
 """IPA spellings that changed from espeak-ng 1.51 to 1.52 for en-us (phoneme `o@`)."""
 STRESS_ANCHOR = "thing"
-"""A stressed word put before each clause: 1.51 stresses clauses that have no stress, 1.52 does not."""
+"""A stressed word put before a clause read again: 1.51 forces a stress onto clauses without one, 1.52 does not."""
 _STRESS_ANCHOR_IPA = "θˈɪŋ "
 _VOWELS = frozenset("aeiouæɑɐɒɔəɚɛɜɝɪʊʌᵻɘɞɤɵɨœøɶʏy")
 
@@ -73,7 +73,7 @@ class Phonemizer:
         return self.phonemize_many([sentence])[0]
 
     def phonemize_many(self, sentences: Sequence[str]) -> list[str]:
-        """Phonemize several sentences with one espeak-ng process."""
+        """Phonemize several sentences in one batch (one round trip to espeak-ng, two at most)."""
         clause_lists = [split_clauses(s) for s in sentences]
         phonemes = self.phonemize_clauses([c for clauses in clause_lists for c in clauses])
         out: list[str] = []
@@ -85,7 +85,7 @@ class Phonemizer:
         return out
 
     def phonemize_clauses(self, clauses: Sequence[Clause]) -> list[str]:
-        """Phonemes of each clause's words (without its terminator), one espeak-ng process for all."""
+        """Phonemes of each clause's words (without its terminator), all clauses in one batch."""
         lines: list[str] = []
         owners: list[int] = []
         for index, clause in enumerate(clauses):
@@ -98,7 +98,7 @@ class Phonemizer:
                 owners.append(index)
         plain = [_clean(raw) for raw in self.runner.run(lines)] if lines else []
         # Lines with a single primary stress may carry 1.51's promotion: read them again after a
-        # stressed anchor word, in a second process (most clauses of running text need not).
+        # stressed anchor word, in a second round (most clauses of running text need not).
         suspects = [n for n, phonemes in enumerate(plain) if phonemes.count("ˈ") == 1]
         if suspects:
             anchored = self.runner.run([f"{STRESS_ANCHOR} {lines[n]}" for n in suspects])
