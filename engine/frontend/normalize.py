@@ -17,15 +17,16 @@ _CURRENCIES = {"$": ("dollar", "dollars", "cent", "cents"), "£": ("pound", "pou
                "€": ("euro", "euros", "cent", "cents"), "¥": ("yen", "yen", "", "")}
 _SCALE_WORDS = r"(?P<scale>thousand|million|billion|trillion|[kKmMbB]n?)\b"
 _SCALE_ABBR = {"k": "thousand", "m": "million", "mn": "million", "b": "billion", "bn": "billion"}
+# Matched case-sensitively after a number: "4G" is a network, "4 g" four grams.
 _UNITS = {
     "km": "kilometer", "m": "meter", "cm": "centimeter", "mm": "millimeter", "mi": "mile",
     "kg": "kilogram", "g": "gram", "mg": "milligram", "lb": "pound", "lbs": "pound", "oz": "ounce",
     "km/h": "kilometer per hour", "kph": "kilometer per hour", "mph": "mile per hour",
-    "ml": "milliliter", "l": "liter", "h": "hour", "hr": "hour", "hrs": "hour", "min": "minute",
-    "mins": "minute", "sec": "second", "ms": "millisecond", "kb": "kilobyte", "mb": "megabyte",
-    "gb": "gigabyte", "tb": "terabyte", "hz": "hertz", "khz": "kilohertz", "mhz": "megahertz",
-    "ghz": "gigahertz", "kw": "kilowatt", "kwh": "kilowatt hour", "°c": "degree Celsius",
-    "°f": "degree Fahrenheit", "°": "degree",
+    "ml": "milliliter", "mL": "milliliter", "h": "hour", "hr": "hour", "hrs": "hour", "min": "minute",
+    "mins": "minute", "sec": "second", "ms": "millisecond", "KB": "kilobyte", "kB": "kilobyte",
+    "MB": "megabyte", "GB": "gigabyte", "TB": "terabyte", "Hz": "hertz", "kHz": "kilohertz",
+    "MHz": "megahertz", "GHz": "gigahertz", "kW": "kilowatt", "kWh": "kilowatt hour",
+    "°C": "degree Celsius", "°F": "degree Fahrenheit", "°": "degree",
 }
 _UNIT_RE = "|".join(sorted((re.escape(u) for u in _UNITS), key=len, reverse=True))
 _NUM = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+"
@@ -169,7 +170,9 @@ def normalize_text(text: str) -> str:
                   _month_day, text)
     text = re.sub(r"\b(?P<h>\d{1,2})(?::(?P<m>\d{2}))?\s*(?P<ampm>[aApP]\.?\s?[mM]\.?)(?=\W|$)", _time, text)
     text = re.sub(r"\b(?P<h>\d{1,2}):(?P<m>\d{2})(?!\d|:\d)(?P<ampm>)", _time, text)
-    text = re.sub(r"(?<![\w.-])(\d{1,4})\s?-\s?(\d{1,4})(?![\w.-])", r"\1 to \2", text)  # ranges
+    text = re.sub(r"(?<![\w.-])(?:\(?\d{3}\)?[ -])?\d{3}-\d{4}(?![\w-]|\.\d)",
+                  lambda m: ", ".join(digits(g) for g in re.findall(r"\d+", m.group(0))), text)  # phones
+    text = re.sub(r"(?<![\w.-])(\d{1,4})\s?-\s?(\d{1,4})(?![\w-]|\.\d)", r"\1 to \2", text)  # ranges
     text = re.sub(r"\b(1[1-9]\d\d|20\d\d) to (1[1-9]\d\d|20\d\d)\b",
                   lambda m: f"{year(int(m.group(1)))} to {year(int(m.group(2)))}", text)
     text = re.sub(rf"(?P<cur>[$£€¥])\s?(?P<amount>{_NUM})(?:\s?{_SCALE_WORDS})?", _money, text)
@@ -185,17 +188,19 @@ def normalize_text(text: str) -> str:
     text = re.sub(r"(?<![\w.,$£€¥-])(1[1-9]\d\d|20\d\d)(?=[.,;:!?)]*(?:\s|$))(?![.,]\d)(?=[.,;:!?)]|$)",
                   lambda m: year(int(m.group(1))), text)
     text = re.sub(rf"(?<![\w.])({_NUM})\s?({_UNIT_RE})(?![\w/])",
-                  lambda m: f"{_number(m.group(1))} {_plural_unit(_UNITS[m.group(2).lower()], m.group(1))}",
-                  text, flags=re.IGNORECASE)
+                  lambda m: f"{_number(m.group(1))} {_plural_unit(_UNITS[m.group(2)], m.group(1))}", text)
     text = expand_abbreviations(text)
     # Runs of initials before a name ("J. R. R. Tolkien"): without dots, so no sentence ends there.
     text = re.sub(r"\b((?:[A-Z]\. ?){2,})(?=[A-Z][a-z])",
                   lambda m: " ".join(m.group(1).replace(".", " ").split()) + " ", text)
     text = _symbols(text)
+    text = re.sub(r"(?<=\d)x\b", " times", text)  # "2x faster"
+    text = re.sub(r"(?<=[A-Za-z])(?=\d)|(?<=\d)(?=[A-Za-z])", " ", text)  # "mp3", "4G", "v2.0"
+    # Dotted runs of three or more numbers (versions, addresses): each part, then "dot".
+    text = re.sub(r"\b\d+(?:\.\d+){2,}\b",
+                  lambda m: " dot ".join(_number(part) for part in m.group(0).split(".")), text)
     text = re.sub(rf"(?<![\w.])(-)?({_NUM})(?![\w])", lambda m: f"{'minus ' if m.group(1) else ''}"
                   f"{_number(m.group(2))}", text)
-    text = re.sub(r"(?<=[A-Za-z])(\d+)|(\d+)(?=[A-Za-z])",
-                  lambda m: f" {_number(m.group(0))} ", text)  # "mp3", "4G"
     return " ".join(text.split())
 
 

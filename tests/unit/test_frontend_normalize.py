@@ -15,6 +15,11 @@ NUMBERS = [
     ("Only 0.5 left.", "Only zero point five left."),
     ("Pages 5-10 are missing.", "Pages five to ten are missing."),
     ("Mix 1/2 cup.", "Mix one half cup."),
+    ("Read pages 5-10.", "Read pages five to ten."),
+    ("Call (555) 123-4567.", "Call five five five, one two three, four five six seven."),
+    ("Version 1.2.3 and v2.0", "Version one dot two dot three and v two point zero"),
+    ("The 4G network is 2x faster", "The four G network is two times faster"),
+    ("Room 101B", "Room one hundred one B"),
 ]
 ORDINALS = [
     ("the 1st time", "the first time"),
@@ -40,6 +45,8 @@ PERCENT_UNITS = [
     ("It weighs 1 kg.", "It weighs one kilogram."),
     ("It weighs 20kg.", "It weighs twenty kilograms."),
     ("Drive at 60 mph.", "Drive at sixty miles per hour."),
+    ("5 GB of 10MB", "five gigabytes of ten megabytes"),
+    ("It is 25°C.", "It is twenty-five degrees Celsius."),
 ]
 YEARS_DATES = [
     ("In 1999 we met.", "In nineteen ninety-nine we met."),
