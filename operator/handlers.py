@@ -54,9 +54,10 @@ async def reconcile_tenant(name: str, uid: str, spec: Any, meta: Any, status: An
 
 async def resync_tenant(name: str, uid: str, spec: Any, meta: Any, status: Any, body: Any,
                         patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    """Periodically: the same reconcile, as a safety net for drift no watch saw (errors wait for the next tick)."""
+    """Periodically: the same reconcile, re-reading every child, as a safety net for drift no watch saw."""
     old = dict(status)
-    result = await memo.reconciler.reconcile(TenantRef(name, uid), dict(spec), meta.get("generation"), old)
+    result = await memo.reconciler.reconcile(TenantRef(name, uid), dict(spec), meta.get("generation"), old,
+                                             verify=True)
     _finish(result, body, old, patch, raise_errors=False)
 
 

@@ -112,18 +112,38 @@ class Reconciler:
 
     # ---- apply ----------------------------------------------------------------------------------
     async def reconcile(self, ref: TenantRef, spec_dict: dict, generation: int | None,
-                        old_status: dict | None) -> Result:
-        """Make the tenant's objects match its spec; return the status to write and the Events to post."""
+                        old_status: dict | None, verify: bool = False) -> Result:
+        """Make the tenant's objects match its spec; return the status to write and the Events to post.
+
+        verify re-reads every child even if this process applied it unchanged (the periodic resync).
+        """
         st = self.state(ref)
         async with self._slots, st.lock:
-            return await self._reconcile(st, spec_dict, generation, old_status or {})
+            return await self._reconcile(st, spec_dict, generation, old_status or {}, verify)
 
-    async def _put(self, obj: dict, fresh: bool) -> None:
-        """Create obj if its namespace was just made (cheaper for the API server), else server-side apply it."""
-        if not fresh or await self.kube.create(obj) is None:
-            await self.kube.apply(obj)
+    async def _sync(self, st: TenantState, obj: dict, fresh: bool, verify: bool) -> None:
+        """Make one child match obj, writing only when something differs.
 
-    async def _reconcile(self, st: TenantState, spec_dict: dict, gen: int | None, old: dict) -> Result:
+        In a namespace just made, children are created (cheaper for the API server than apply).
+        A child this process already applied unchanged is skipped unless verify is set: its watch
+        repairs drift. Otherwise it is read, and created or server-side applied only if it differs,
+        so re-applying the same spec, or restarting the operator, changes nothing.
+        """
+        if fresh and await self.kube.create(obj) is not None:
+            return
+        if not verify and st.desired.get(child_key(obj)) == obj:
+            return
+        kind, namespace, name = child_key(obj)
+        actual = await self.kube.get(kind, name, namespace)
+        if actual is None:
+            if await self.kube.create(obj) is not None:
+                return
+        elif not differences(obj, actual):
+            return
+        await self.kube.apply(obj)
+
+    async def _reconcile(self, st: TenantState, spec_dict: dict, gen: int | None, old: dict,
+                         verify: bool) -> Result:
         ref = st.ref
         try:
             validate_tenant_name(ref.name)
@@ -153,16 +173,16 @@ class Reconciler:
 
         try:
             desired = [namespace] + build_children(ref, spec, self.platform_namespace)
-            if created is None:
-                await self.kube.apply(namespace)
             fresh = created is not None
-            await asyncio.gather(*(self._put(obj, fresh) for obj in desired[1:]))
+            if not fresh:
+                await self._sync(st, namespace, False, verify)
+            await asyncio.gather(*(self._sync(st, obj, fresh, verify) for obj in desired[1:]))
             key_hash, key_event = await self._ensure_key(st, old)
             if key_event:
                 events.append(key_event)
             voices = voice_statuses(self.driver, ref, spec.voices, old.get("voices"))
             record = build_tenant_record(ref, spec, key_hash, voices, self.platform_namespace)
-            await self._put(record, fresh)
+            await self._sync(st, record, fresh, verify)
         except ApiError as exc:
             parts += [c.condition(c.RESOURCES_READY, False, c.APPLY_FAILED,
                                   f"the API server refused an object, retrying: {exc}", gen),

@@ -36,6 +36,8 @@ def test_killed_midway_then_restarted_converges_without_duplicates(control_plane
         first.kill()  # SIGKILL while the other tenants are still being worked on
     keys_before = {n: _key(kubectl, n) for n in names}
     assert keys_before[names[0]] is not None
+    settled = {kind: get_json(kubectl, kind, obj, "-n", f"tenant-{names[0]}")["metadata"]["resourceVersion"]
+               for kind, obj in (("networkpolicy", "chorus-ingress"), ("rolebinding", "chorus-tenant-owners"))}
 
     # While no operator runs: one spec changes and one tenant is added.
     apply(kubectl, tenant_manifest(names[1], quota={"pods": 4}))
@@ -57,6 +59,9 @@ def test_killed_midway_then_restarted_converges_without_duplicates(control_plane
             assert _count(kubectl, "resourcequotas,limitranges,networkpolicies,roles,rolebindings", n) == 5
             if keys_before.get(n):
                 assert _key(kubectl, n) == keys_before[n], f"{n}: key rotated by the restart"
+        for kind, obj in (("networkpolicy", "chorus-ingress"), ("rolebinding", "chorus-tenant-owners")):
+            version = get_json(kubectl, kind, obj, "-n", f"tenant-{names[0]}")["metadata"]["resourceVersion"]
+            assert version == settled[kind], f"the restart rewrote {kind} of a settled tenant"
         assert second.running()
 
 
