@@ -76,7 +76,7 @@ def decimal(text: str) -> str:
 
 
 def year(n: int) -> str:
-    """A year as said aloud: 1999 -> "nineteen ninety-nine", 2005 -> "two thousand five", 1900 -> "nineteen hundred"."""
+    """A year as said aloud: 1999 -> "nineteen ninety-nine", 2005 -> "two thousand five"."""
     if n < 1000 or n > 9999:
         return cardinal(n)
     high, low = divmod(n, 100)

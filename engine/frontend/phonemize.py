@@ -27,7 +27,7 @@ GLIDE = "ʲ"
 RENAMED = (("oːɹ", "ɔːɹ"),)
 """IPA spellings that changed from espeak-ng 1.51 to 1.52 for en-us (phoneme `o@`)."""
 STRESS_ANCHOR = "thing"
-"""A stressed word put before a clause read again: 1.51 forces a stress onto clauses without one, 1.52 does not."""
+"""Stressed word put before a clause read again: 1.51 forces a stress onto unstressed clauses, 1.52 not."""
 _STRESS_ANCHOR_IPA = "θˈɪŋ "
 _VOWELS = frozenset("aeiouæɑɐɒɔəɚɛɜɝɪʊʌᵻɘɞɤɵɨœøɶʏy")
 

@@ -29,6 +29,8 @@ class Clause(NamedTuple):
 
     text: str
     terminator: str
+    closing: str = ""
+    """Closing quotes or brackets written after the terminator ('"stop."'); not spoken."""
 
 
 def _is_boundary(text: str, match: re.Match[str]) -> bool:
@@ -54,9 +56,9 @@ def split_clauses(text: str) -> list[Clause]:
     for match in _BOUNDARY.finditer(text):
         if not _is_boundary(text, match):
             continue
-        body = (text[start:match.start()] + match.group(2)).strip()
+        body = text[start:match.start()].strip()
         if body:
-            clauses.append(Clause(body, match.group(1)))
+            clauses.append(Clause(body, match.group(1), match.group(2)))
         start = match.end()
     tail = text[start:].strip()
     if tail:
@@ -66,7 +68,7 @@ def split_clauses(text: str) -> list[Clause]:
 
 def join_clauses(clauses: list[Clause]) -> str:
     """Text of clauses put back together ("a, b.")."""
-    return " ".join(f"{c.text}{c.terminator}" for c in clauses).strip()
+    return " ".join(f"{c.text}{c.terminator}{c.closing}" for c in clauses).strip()
 
 
 def group_sentences(clauses: list[Clause]) -> list[list[Clause]]:

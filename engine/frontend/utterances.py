@@ -98,7 +98,7 @@ class TextFrontEnd:
                 continue
             pieces = split_words(clause.text, max_chars)
             out.extend(Clause(piece, "") for piece in pieces[:-1])
-            out.append(Clause(pieces[-1], clause.terminator))
+            out.append(Clause(pieces[-1], clause.terminator, clause.closing))
         return out
 
     def _utterance(self, chunk: Sequence[tuple[Clause, str]]) -> Utterance:
@@ -139,15 +139,15 @@ class TextFrontEnd:
     def _split_clause(self, clause: Clause) -> list[tuple[Clause, str]]:
         """Halve a clause at word boundaries until each piece fits (the last keeps the terminator)."""
         words = clause.text.split()
-        if len(words) < 2:
-            # One enormous "word": cut it by characters, half at a time.
-            half = max(1, len(clause.text) // 2)
-            if len(clause.text) < 2:
-                return []
-            pieces = [Clause(clause.text[:half], ""), Clause(clause.text[half:], clause.terminator)]
-        else:
+        if len(words) >= 2:
             half = len(words) // 2
-            pieces = [Clause(" ".join(words[:half]), ""), Clause(" ".join(words[half:]), clause.terminator)]
+            head, tail = " ".join(words[:half]), " ".join(words[half:])
+        elif len(clause.text) >= 2:  # one enormous "word": cut it by characters
+            half = len(clause.text) // 2
+            head, tail = clause.text[:half], clause.text[half:]
+        else:
+            return []
+        pieces = [Clause(head, ""), Clause(tail, clause.terminator, clause.closing)]
         out: list[tuple[Clause, str]] = []
         for piece, ph in zip(pieces, self.phonemizer.phonemize_clauses(pieces)):
             if not _speakable(ph):

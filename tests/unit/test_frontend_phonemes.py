@@ -56,7 +56,8 @@ def test_id_map_without_piper_symbols_is_refused() -> None:
 def test_phonemize_keeps_clause_punctuation_like_piper() -> None:
     phonemizer = Phonemizer()
     assert phonemizer.phonemize("Hello, world!") == "həlˈoʊ, wˈɜːld!"
-    assert phonemizer.phonemize("One; two: three") == "wˌʌn; tˈuː: θɹˈiː"  # as Piper: "one" keeps its secondary stress
+    # As Piper: a clause-initial "one" keeps its secondary stress.
+    assert phonemizer.phonemize("One; two: three") == "wˌʌn; tˈuː: θɹˈiː"
     # espeak-ng 1.52's palatal glide and o@ spelling, which the 1.51 program writes differently.
     assert phonemizer.phonemize("The end of the story.") == "ðɪʲ ˈɛnd ʌvðə stˈɔːɹi."
 

@@ -27,7 +27,8 @@ def front_end() -> TextFrontEnd:
         ("J. Smith wrote it. The U.S. is big.", ["J.", "Smith wrote it.", "The U.S. is big."]),  # as espeak-ng
         ("Apples, pears, etc. and more. Next.", ["Apples, pears, etc. and more.", "Next."]),
         ("It cost 1,000 dollars at 3:45, then rose.", ["It cost 1,000 dollars at 3:45, then rose."]),
-        ('He said "stop." Then he left.', ['He said "stop".', "Then he left."]),
+        ('He said "stop." Then he left.', ['He said "stop."', "Then he left."]),
+        ("(See the notes.) Then go.", ["(See the notes.)", "Then go."]),
         ("Really?! Yes.", ["Really?", "Yes."]),
         ("", []),
     ],
