@@ -38,6 +38,7 @@ class EspeakRunner:
         self._process: subprocess.Popen[bytes] | None = None
         self._buffer = b""
         self._sentinel_output: str | None = None
+        self._owner_pid = os.getpid()
 
     def __getstate__(self) -> dict:
         """Pickle without the process or lock (a copy starts its own)."""
@@ -84,7 +85,7 @@ class EspeakRunner:
 
     def _stop(self) -> None:
         process, self._process = getattr(self, "_process", None), None
-        if process is not None:
+        if process is not None and getattr(self, "_owner_pid", None) == os.getpid():
             process.kill()
             process.wait()
 
@@ -110,6 +111,9 @@ class EspeakRunner:
 
     def _run_persistent(self, lines: Sequence[str]) -> list[str]:
         """Feed batches of lines, each followed by the sentinel; read up to the sentinel's output."""
+        if self._owner_pid != os.getpid():
+            # A forked child must not share its parent's pipes: leave that process alone, start one.
+            self._process, self._buffer, self._owner_pid = None, b"", os.getpid()
         if self._process is None or self._process.poll() is not None:
             self._start()
         out: list[str] = []

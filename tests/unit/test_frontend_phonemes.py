@@ -127,3 +127,24 @@ def test_long_lived_process_matches_one_shot_runs_and_recovers() -> None:
     assert process.poll() is not None
     assert persistent.phonemize("Hello.") == "həlˈoʊ."  # starts a new one
     persistent.close()
+
+
+def test_forked_child_gets_its_own_espeak_process() -> None:
+    phonemizer = Phonemizer()
+    expected = phonemizer.phonemize("Hello, world!")
+    parent_process = phonemizer.runner._process
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: use the inherited phonemizer, report whether it matched, exit at once
+        try:
+            ok = phonemizer.phonemize("Hello, world!") == expected and phonemizer.runner._process is not parent_process
+            phonemizer.close()
+            os.write(write_end, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    child_ok = os.read(read_end, 1)
+    os.waitpid(pid, 0)
+    assert child_ok == b"1"
+    assert parent_process.poll() is None and phonemizer.phonemize("Hello, world!") == expected
+    phonemizer.close()
