@@ -234,6 +234,28 @@ def test_an_owner_cannot_read_another_tenants_secret(operator, kubectl, unique_n
     key_of(kubectl, ns_b)
 
 
+def test_a_namespace_that_is_not_the_tenants_is_never_taken_or_deleted(operator, kubectl, unique_name):
+    name, ns = unique_name, f"tenant-{unique_name}"
+    kubectl("create", "namespace", ns, check=True)
+    kubectl("create", "configmap", "precious", "-n", ns, "--from-literal=a=b", check=True)
+    apply(kubectl, tenant_manifest(name))
+
+    def conflict():
+        tenant = get_json(kubectl, "voicetenant", name)
+        conds = {c["type"]: c for c in (tenant.get("status") or {}).get("conditions", [])}
+        return conds.get("ResourcesReady", {}).get("reason") == "NamespaceConflict" and conds
+    conds = wait_until(conflict, what="NamespaceConflict condition")
+    assert conds["Ready"]["status"] == "False" and ns in conds["ResourcesReady"]["message"]
+    assert "chorus.dev/tenant" not in (get_json(kubectl, "namespace", ns)["metadata"].get("labels") or {})
+    assert get_json(kubectl, "secret", "chorus-api-key", "-n", ns) is None
+
+    result = kubectl("delete", "voicetenant", name, "--wait=true", "--timeout=60s")
+    assert result.returncode == 0, result.stderr
+    assert get_json(kubectl, "namespace", ns)["status"]["phase"] == "Active"
+    assert get_json(kubectl, "configmap", "precious", "-n", ns) is not None
+    kubectl("delete", "namespace", ns, "--wait=false")
+
+
 def test_keys_never_reach_logs_events_or_status(operator, kubectl):
     assert SEEN_KEYS, "the tests above saw no keys"
     log = operator.log_text()
