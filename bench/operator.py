@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import psutil
 
 from bench.common import emit, machine_info, write_results
 from chorus.controlplane.cluster import ControlPlane
@@ -32,6 +33,16 @@ def percentile(values: list[float], q: float) -> float:
     """The q-th percentile (0..100), nearest-rank."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, int(round(q / 100 * len(ordered) + 0.5)) - 1))]
+
+
+def cpu_seconds(operator_pid: int) -> dict[str, float]:
+    """CPU time (user + system) so far of the operator and of each control-plane server we started."""
+    procs = {"operator": psutil.Process(operator_pid)}
+    for child in psutil.Process().children(recursive=True):
+        name = child.name()
+        if name in ("etcd", "kube-apiserver", "kube-controller-manager"):
+            procs[name] = child
+    return {name: sum(proc.cpu_times()[:2]) for name, proc in procs.items()}
 
 
 class ReadyWatch:
@@ -130,6 +141,8 @@ async def measure(kubeconfig: Path, operator: OperatorProcess, tenants: int, con
         rss_one = operator.rss_bytes()
 
         names = [f"bench-{i:03d}" for i in range(tenants)]
+        cpu_before = cpu_seconds(operator.pid)
+        load_before = round(psutil.getloadavg()[0], 2)
         started = time.monotonic()
         created = await create_all(kube, [tenant_manifest(n, voices=voices) for n in names], concurrency)
         applied_s = time.monotonic() - started
@@ -137,6 +150,7 @@ async def measure(kubeconfig: Path, operator: OperatorProcess, tenants: int, con
         done_s = time.monotonic() - started
         latencies = [watch.ready_at[n] - created[n] for n in names if n in watch.ready_at]
         missing = [n for n in names if n not in watch.ready_at]
+        cpu_after = cpu_seconds(operator.pid)
         await asyncio.sleep(2)  # settle, then read the memory the operator keeps for all tenants
         rss_all = operator.rss_bytes()
     finally:
@@ -156,6 +170,11 @@ async def measure(kubeconfig: Path, operator: OperatorProcess, tenants: int, con
         "rss_mb_one_tenant": round(rss_one / 2**20, 1),
         "rss_mb_all_tenants": round(rss_all / 2**20, 1),
         "rss_mb_peak": round(rss_peak / 2**20, 1),
+        # Where the work went while the batch ran, and how busy the machine was besides.
+        "batch_cpu_s": {k: round(cpu_after[k] - cpu_before.get(k, 0.0), 2) for k in cpu_after},
+        "batch_cpu_ms_per_tenant": round(1000 * sum(cpu_after[k] - cpu_before.get(k, 0.0)
+                                                    for k in cpu_after) / tenants, 1),
+        "load_avg_1m_before_batch": load_before,
     }
     result["targets"] = TARGETS
     result["pass"] = bool(latencies) and not missing and result["p50_s"] <= TARGETS["p50_s"] and \

@@ -32,7 +32,8 @@ def _post(body: Any, result_events: list) -> None:
         kopf.event(body, type=type_, reason=reason, message=message)
 
 
-def _finish(result: Result, body: Any, old_status: dict, patch: kopf.Patch, raise_errors: bool = True) -> None:
+def apply_result(result: Result, body: Any, old_status: dict, patch: kopf.Patch, raise_errors: bool = True) -> None:
+    """Post the Result's Events, put its status changes in kopf's patch, and raise kopf's error for it."""
     _post(body, result.events)
     for key, value in status_patch(old_status, result.status).items():
         patch.status[key] = value
@@ -49,7 +50,7 @@ async def reconcile_tenant(name: str, uid: str, spec: Any, meta: Any, status: An
     """On create, update and resume: apply everything the spec asks for."""
     old = dict(status)
     result = await memo.reconciler.reconcile(TenantRef(name, uid), dict(spec), meta.get("generation"), old)
-    _finish(result, body, old, patch)
+    apply_result(result, body, old, patch)
 
 
 async def resync_tenant(name: str, uid: str, spec: Any, meta: Any, status: Any, body: Any,
@@ -58,7 +59,7 @@ async def resync_tenant(name: str, uid: str, spec: Any, meta: Any, status: Any, 
     old = dict(status)
     result = await memo.reconciler.reconcile(TenantRef(name, uid), dict(spec), meta.get("generation"), old,
                                              verify=True)
-    _finish(result, body, old, patch, raise_errors=False)
+    apply_result(result, body, old, patch, raise_errors=False)
 
 
 async def delete_tenant(name: str, uid: str, body: Any, memo: kopf.Memo, **_: Any) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import kopf
+import pytest
+
 from chorus.operator import conditions as c
 from chorus.operator.apikey import generate_api_key, hash_api_key, is_valid_api_key, key_matches
 from chorus.operator.builders import (
@@ -11,7 +14,8 @@ from chorus.operator.builders import (
     build_network_policy, build_role, build_role_binding, build_tenant_record,
 )
 from chorus.operator.drift import differences, parse_quantity
-from chorus.operator.reconcile import compose_status, status_patch, voices_condition
+from chorus.operator.handlers import apply_result
+from chorus.operator.reconcile import Result, compose_status, status_patch, voices_condition
 from chorus.operator.spec import parse_spec
 from chorus.operator.voices import PendingVoiceDriver, voice_statuses, voice_summary
 
@@ -133,3 +137,20 @@ def test_parse_quantity():
     assert parse_quantity("500m") == parse_quantity("0.5")
     assert parse_quantity("1Gi") == 1024 ** 3 and parse_quantity("1e3") == 1000 and parse_quantity(2) == 2
     assert parse_quantity("lots") is None and parse_quantity("1Xi") is None
+
+
+def test_a_bad_spec_becomes_a_condition_and_a_permanent_error():
+    bad = c.condition(c.SPEC_VALID, False, c.INVALID_SPEC, "fix the spec and re-apply: spec.owners: too few", 4)
+    result = Result(compose_status(None, 4, [bad], None, None, None), permanent_error="spec.owners: too few")
+    patch = kopf.Patch()
+    with pytest.raises(kopf.PermanentError, match="invalid spec: spec.owners: too few"):
+        apply_result(result, {}, {}, patch)
+    conds = {cond["type"]: cond for cond in patch["status"]["conditions"]}
+    assert conds["SpecValid"]["reason"] == "InvalidSpec" and "fix the spec" in conds["SpecValid"]["message"]
+    assert conds["Ready"]["status"] == "False" and patch["status"]["phase"] == "Failed"
+
+    retry = Result(compose_status(None, 4, [c.condition(c.SPEC_VALID, True, "Parsed", "ok", 4)], None, None, None),
+                   retry_after_s=3.0)
+    with pytest.raises(kopf.TemporaryError) as info:
+        apply_result(retry, {}, {}, kopf.Patch())
+    assert info.value.delay == 3.0
