@@ -163,8 +163,10 @@ def test_drift_is_repaired_and_the_key_kept(operator, kubectl, unique_name):
     wait_until(lambda: record_of(kubectl, name)["data"]["apiKeySha256"] == wanted, what="record restored")
     assert key_of(kubectl, ns) == key  # none of that touched the key
 
-    reasons = {e["reason"] for e in events_of(kubectl, name)}
-    assert "DriftRepaired" in reasons and "ApiKeyRegenerated" not in reasons
+    repaired = wait_until(lambda: [e for e in events_of(kubectl, name) if e["reason"] == "DriftRepaired"],
+                          what="DriftRepaired events")
+    assert any("NetworkPolicy" in e["message"] and "restored" in e["message"] for e in repaired)
+    assert "ApiKeyRegenerated" not in {e["reason"] for e in events_of(kubectl, name)}
 
     kubectl("delete", "secret", "chorus-api-key", "-n", ns, check=True)
     new_key = wait_until(lambda: get_json(kubectl, "secret", "chorus-api-key", "-n", ns) and key_of(kubectl, ns),
