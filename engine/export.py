@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import onnx
 import torch
 from onnx import numpy_helper
@@ -112,6 +113,9 @@ def _restore_weights(proto: onnx.ModelProto, model: VitsModel) -> None:
     for init in proto.graph.initializer:
         if init.name in state:
             init.CopyFrom(numpy_helper.from_array(state[init.name], init.name))
+        elif np.prod(init.dims) > 64:
+            # A large tensor under another name was folded from the twin's random weights.
+            raise AdapterError(f"exported graph holds a weight-sized constant {init.name!r} not named by the state dict")
 
 
 def _export_stage(stage: nn.Module, args: tuple, path: Path, inputs: tuple, outputs: tuple,
@@ -139,18 +143,26 @@ def export_onnx(model: VitsModel, directory: Path | str, stem: str = "chorus") -
     """Export `model` as `<stem>-text.onnx` and `<stem>-audio.onnx` in `directory` (flow/dec Conv weights overridable)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
+    try:
+        return _export(model.eval(), directory, stem)
+    finally:
+        model.train(was_training)
+
+
+def _export(model: VitsModel, directory: Path, stem: str) -> OnnxExport:
     twin = _distinct_copy(model)
     text_args, audio_args = _example_inputs(model)
     paths = OnnxExport(directory / f"{stem}-text.onnx", directory / f"{stem}-audio.onnx")
     with torch.no_grad(), tempfile.TemporaryDirectory(dir=directory) as tmp:
         # Only the audio graph needs the distinct-values twin: the text graph has nothing overridable.
-        text = _export_stage(_TextStage(model).eval(), text_args, Path(tmp) / "text.onnx", TEXT_INPUTS,
+        text = _export_stage(_TextStage(model), text_args, Path(tmp) / "text.onnx", TEXT_INPUTS,
                              TEXT_OUTPUTS, {"input": {0: "batch", 1: "phonemes"}, "input_lengths": {0: "batch"},
                                             "dp_noise": {0: "batch", 2: "phonemes"},
                                             "m_p": {0: "batch", 2: "phonemes"}, "logs_p": {0: "batch", 2: "phonemes"},
                                             "durations": {0: "batch", 1: "phonemes"}})
         frames = {0: "batch", 2: "frames"}
-        audio = _export_stage(_AudioStage(twin).eval(), audio_args, Path(tmp) / "audio.onnx", AUDIO_INPUTS,
+        audio = _export_stage(_AudioStage(twin), audio_args, Path(tmp) / "audio.onnx", AUDIO_INPUTS,
                               AUDIO_OUTPUTS, {"m_p": frames, "logs_p": frames, "noise": frames,
                                               "y_lengths": {0: "batch"}, "audio": {0: "batch", 1: "samples"}})
         _restore_weights(audio, model)
