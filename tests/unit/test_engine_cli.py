@@ -6,7 +6,9 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
+from chorus.cli import main
 from chorus.engine.audio import decode
 
 CHORUS = [sys.executable, "-m", "chorus.cli"]
@@ -45,13 +47,20 @@ def test_stdin_to_stdout_raw_pcm_and_file_to_flac(tmp_path):
     assert rate == 22050 and np.array_equal(np.round(audio * 32768).astype(np.int32), pcm.astype(np.int32))
 
 
-def test_bad_input_gives_clear_errors(tmp_path):
-    proc = run(["synth", "Hi.", "-o", str(tmp_path / "x.wav"), "--speed", "0"])
-    assert proc.returncode == 1 and b"--speed" in proc.stderr and b"greater than 0" in proc.stderr
-    proc = run(["synth", "   ", "-o", str(tmp_path / "x.wav")])
-    assert proc.returncode == 1 and b"empty" in proc.stderr
-    proc = run(["synth", "Hi.", "-o", str(tmp_path / "x.xyz")])
-    assert proc.returncode == 1 and b"--format" in proc.stderr
-    proc = run(["synth", "Hi.", "-o", str(tmp_path / "x.wav"), "--backend", "tpu"])
-    assert proc.returncode == 2 and b"invalid choice" in proc.stderr
+def test_bad_input_gives_clear_errors(tmp_path, capsys):
+    # In-process through the same entry point as the console script: these fail before any model loads.
+    out = str(tmp_path / "x.wav")
+    cases = [
+        (["synth", "Hi.", "-o", out, "--speed", "0"], ["--speed", "greater than 0"]),
+        (["synth", "   ", "-o", out], ["empty"]),
+        (["synth", "Hi.", "-o", str(tmp_path / "x.xyz")], ["--format", "x.xyz"]),
+        (["synth", "Hi.", "-o", "-"], ["--format is required"]),
+    ]
+    for argv, words in cases:
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert err.startswith("chorus: error:") and all(w in err for w in words), (argv, err)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["synth", "Hi.", "-o", out, "--backend", "tpu"])
+    assert exit_info.value.code == 2 and "invalid choice: 'tpu'" in capsys.readouterr().err
     assert not (tmp_path / "x.wav").exists()
