@@ -134,16 +134,23 @@ def load_piper_state_dict(onnx_path: Path | str, fingerprint: str | None = None,
     if cache_path.is_file() and (state := _read_cache(cache_path, _expected_shapes(hp))) is not None:
         return state
     state = import_piper_onnx(onnx_path, hp)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
+    try:
+        _write_cache(state, cache_path, {"source": str(onnx_path), "sha256": fingerprint})
+    except OSError as exc:  # e.g. a read-only file system in a container: work on, just slower next time
+        log.warning("could not cache imported weights in %s: %s", cache_path, exc)
+    return state
+
+
+def _write_cache(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
     try:
-        save_file(state, tmp, metadata={"source": str(onnx_path), "sha256": fingerprint})
-        os.replace(tmp, cache_path)  # atomic: concurrent loaders never see a partial file
+        save_file(state, tmp, metadata=metadata)
+        os.replace(tmp, path)  # atomic: concurrent loaders never see a partial file
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return state
 
 
 def load_vits_model(voice: BaseVoice | None = None, hp: VitsHParams | None = None,

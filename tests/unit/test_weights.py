@@ -114,3 +114,11 @@ def test_cache_key_follows_file_contents(proto, voice, tmp_path):
     assert file_sha256(tmp_path / "edited.onnx") != voice.fingerprint
     original = map_onnx_initializers(proto)["dp.proj.bias"]
     np.testing.assert_allclose(state["dp.proj.bias"].numpy(), original + 1.0)
+
+
+def test_unwritable_cache_still_loads(voice, tmp_path, caplog):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache directory should be")
+    state = load_piper_state_dict(voice.onnx_path, voice.fingerprint, cache_dir=blocker / "weights")
+    assert len(state) == 350
+    assert "could not cache imported weights" in caplog.text
