@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 from collections.abc import Iterator, Sequence
@@ -13,8 +12,6 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .voice import BaseVoice, load_base_voice
-
-log = logging.getLogger(__name__)
 
 Backend = Literal["torch", "onnx"]
 BACKENDS: tuple[str, ...] = ("torch", "onnx")
@@ -126,7 +123,7 @@ class Synthesizer:
             frontend = TextFrontEnd(self.voice)
         self.frontend = frontend  # anything with .utterances(text) -> [Utterance(text, phonemes, ids)]
         if num_threads:
-            torch.set_num_threads(num_threads)
+            torch.set_num_threads(num_threads)  # process-wide: one Synthesizer per process is the norm
         from .weights import load_vits_model
 
         self.model = load_vits_model(self.voice)
