@@ -45,6 +45,35 @@ def cpu_seconds(operator_pid: int) -> dict[str, float]:
     return {name: sum(proc.cpu_times()[:2]) for name, proc in procs.items()}
 
 
+def write_counts(cp: ControlPlane) -> dict[str, int]:
+    """Writes the API server has served so far, as 'VERB resource[/subresource] code' -> count."""
+    status, body = cp.get("/metrics", timeout=30)
+    counts: dict[str, int] = {}
+    for line in body.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(part.split("=", 1) for part in line[line.index("{") + 1:line.index("}")].split(","))
+        labels = {k: v.strip('"') for k, v in labels.items()}
+        if labels.get("verb") in ("POST", "PUT", "PATCH", "DELETE", "APPLY"):
+            resource = labels.get("resource", "") + ("/" + labels["subresource"] if labels.get("subresource") else "")
+            key = f"{labels['verb']} {resource} {labels.get('code', '')}"
+            counts[key] = counts.get(key, 0) + int(float(line.rsplit(" ", 1)[1]))
+    return counts
+
+
+def restart_writes(cp: ControlPlane, operator: OperatorProcess, log_path: Path, settings: dict,
+                   settle_s: float) -> tuple[dict[str, int], float]:
+    """Restart the operator over the existing tenants; the writes it caused (other than its peering heartbeat)."""
+    operator.stop()
+    before = write_counts(cp)
+    with OperatorProcess(cp.kubeconfig, log_path, settings) as second:
+        time.sleep(settle_s)  # resume handlers run for every tenant; a level-based operator writes nothing
+        after = write_counts(cp)
+        rss = second.rss_bytes()
+    diff = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+    return {k: v for k, v in diff.items() if "clusterkopfpeerings" not in k and "leases" not in k}, rss
+
+
 class ReadyWatch:
     """Watches VoiceTenants and records when each first reports Ready=True (monotonic clock)."""
 
@@ -190,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for Ready")
     parser.add_argument("--log-level", default="WARNING", help="operator log level")
     parser.add_argument("--max-concurrent", type=int, default=8, help="operator's max_concurrent_reconciles")
+    parser.add_argument("--restart-settle", type=float, default=30.0,
+                        help="seconds to let a restarted operator resume every tenant before counting its writes")
     args = parser.parse_args(argv)
 
     boot = time.monotonic()
@@ -210,6 +241,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             errors = [line for line in operator.log_text().splitlines() if " ERROR " in line or "Traceback" in line]
             result["operator_error_lines"] = len(errors)
+            writes, rss = restart_writes(cp, operator, Path(tmp) / "restarted.log", settings, args.restart_settle)
+            result["restart_writes"] = writes  # expected {}: resuming 200 tenants changes nothing
+            result["restart_rss_mb"] = round(rss / 2**20, 1)
+            emit({"metric": "restart_writes", "value": writes})
     result["operator_settings"] = {"max_concurrent_reconciles": args.max_concurrent, "log_level": args.log_level,
                                    "kopf_batch_window_s": 0.05, "kopf_posting_level": "WARNING"}
     result["machine"] = machine_info()

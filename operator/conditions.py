@@ -18,8 +18,7 @@ INVALID_SPEC = "InvalidSpec"  # the spec failed validation; the message names th
 NAMESPACE_CONFLICT = "NamespaceConflict"  # the namespace exists and belongs to someone else
 NAMESPACE_TERMINATING = "NamespaceTerminating"  # the old namespace is still being deleted
 APPLY_FAILED = "ApplyFailed"  # the API server refused a child object; retried with backoff
-KEY_ISSUED = "KeyIssued"  # a new API key was generated (first time or after its Secret was lost)
-KEY_PRESENT = "KeyPresent"  # the existing API key was kept
+KEY_PRESENT = "KeyPresent"  # the tenant's API key is in its Secret and its hash in the tenant record
 ALL_VOICES_READY = "AllVoicesReady"  # every voice is Ready
 VOICES_PENDING = "VoicesPending"  # some voices are pending or training
 VOICES_FAILED = "VoicesFailed"  # at least one voice failed; see status.voices
@@ -28,6 +27,7 @@ DEPENDENCIES_NOT_READY = "DependenciesNotReady"  # Ready is False because anothe
 TERMINATING = "Terminating"  # the tenant is being deleted
 
 # ---- event reasons ------------------------------------------------------------------------------
+KEY_ISSUED = "KeyIssued"  # the tenant's first API key was generated
 EVENT_CREATED = "Created"  # a child object was created
 EVENT_RESTORED = "DriftRepaired"  # a child object was edited or deleted by hand and has been restored
 EVENT_KEY_REGENERATED = "ApiKeyRegenerated"  # the key Secret was missing: a new key replaced the old

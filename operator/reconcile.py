@@ -154,17 +154,19 @@ class Reconciler:
         parts = [c.condition(c.SPEC_VALID, True, "Parsed", "the spec is valid", gen)]
         events: list[Event] = []
 
-        # A tenant this process has applied before has its namespace; otherwise create it, and
-        # only if it already exists check that it is this tenant's before taking it over.
+        # A tenant this process has applied before has its namespace. A new tenant's namespace is
+        # created; one whose status names a namespace (an operator restart) is read first, so
+        # resuming writes nothing. Either way an existing namespace must be this tenant's.
         namespace = build_namespace(ref)
         created, blocked = None, None
         if not st.desired:
             try:
-                created = await self.kube.create(namespace)
+                if not old.get("namespace"):
+                    created = await self.kube.create(namespace)
+                if created is None:
+                    blocked = await self._namespace_blocker(ref)
             except ApiError as exc:
                 blocked = (c.APPLY_FAILED, f"cannot create namespace {ref.namespace}: {exc}", 10.0)
-            if created is None and blocked is None:
-                blocked = await self._namespace_blocker(ref)
         if blocked is not None:
             reason, message, delay = blocked
             parts += [c.condition(c.RESOURCES_READY, False, reason, message, gen),
@@ -194,7 +196,9 @@ class Reconciler:
         parts += [
             c.condition(c.RESOURCES_READY, True, c.RECONCILED,
                         "namespace, quota, limits, network policy, RBAC and platform record applied", gen),
-            c.condition(c.API_KEY_READY, True, c.KEY_ISSUED if key_event else c.KEY_PRESENT,
+            # One reason whether the key is new or kept, so a restart does not rewrite status;
+            # issuing and re-issuing are told by Events.
+            c.condition(c.API_KEY_READY, True, c.KEY_PRESENT,
                         f"the API key is in Secret {ref.namespace}/{KEY_SECRET_NAME} (key {KEY_SECRET_FIELD!r})",
                         gen),
             voices_condition(voices, gen),

@@ -45,13 +45,14 @@ def configure(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
 async def _ensure_platform(kube: KubeClient, settings: Settings) -> None:
     """Create the platform namespace and the peering object if missing (a Helm install normally has them)."""
     ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": settings.platform_namespace}}
-    if await kube.create(ns) is not None:
+    if await kube.get("Namespace", settings.platform_namespace) is None and await kube.create(ns) is not None:
         log.info("created platform namespace %s", settings.platform_namespace)
     if not settings.standalone:
         peering = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering",
                    "metadata": {"name": settings.peering_name}}
         try:
-            await kube.create(peering)
+            if await kube.get("ClusterKopfPeering", settings.peering_name) is None:
+                await kube.create(peering)
         except ApiError as exc:
             raise RuntimeError(
                 f"cannot create ClusterKopfPeering {settings.peering_name!r} ({exc}); install "
