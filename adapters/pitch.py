@@ -14,6 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+PITCH_PATHS = ("resample", "world", "none")
+"""How a voice's pitch factor is applied: resampling (training in the model domain), WORLD f0 shifting of
+the output (formants kept, vocoder artefacts added), or not at all."""
+
 MIN_F0, MAX_F0 = 50.0, 500.0
 """pYIN search range (Hz)."""
 
@@ -95,3 +99,17 @@ def to_model_domain(audio: np.ndarray, sample_rate: int, pitch_factor: float) ->
 def from_model_domain(audio: np.ndarray, sample_rate: int, pitch_factor: float) -> np.ndarray:
     """Speed model output up by `pitch_factor` (pitch and formants * r, duration / r)."""
     return resample(audio, sample_rate * pitch_factor, sample_rate)
+
+
+def world_pitch_shift(audio: np.ndarray, sample_rate: int, factor: float, frame_period: float = 5.0) -> np.ndarray:
+    """Multiply f0 by `factor` with WORLD (pYIN contour, spectral envelope and timing kept)."""
+    if abs(factor - 1.0) < 1e-6:
+        return np.asarray(audio, dtype=np.float32)
+    pw = _pyworld()
+    x = np.asarray(audio, dtype=np.float64)
+    t = np.arange(int(len(x) / sample_rate * 1000 / frame_period) + 1) * frame_period / 1000
+    f0 = np.ascontiguousarray(f0_contour(audio, sample_rate, t))
+    sp = pw.cheaptrick(x, f0, t, sample_rate)
+    ap = pw.d4c(x, f0, t, sample_rate)
+    y = pw.synthesize(f0 * factor, sp, ap, sample_rate, frame_period)[: len(x)]
+    return y.astype(np.float32)

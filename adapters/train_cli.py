@@ -16,7 +16,7 @@ def _train(args: argparse.Namespace) -> int:
     from chorus.engine.voice import load_base_voice
 
     cfg = TrainConfig(seed=args.seed, steps=args.steps, max_minutes=args.minutes, rank=args.rank, lr=args.lr,
-                      targets=args.targets, pitch_path=not args.no_pitch_path, adv_weight=args.adv_weight,
+                      targets=args.targets, pitch_path=args.pitch_path, adv_weight=args.adv_weight,
                       fm_weight=args.fm_weight, threads=args.threads, checkpoint_every=args.checkpoint_every)
     dataset = load_prepared(args.dataset)
     checkpoints = args.checkpoint_dir or Path(args.out).with_name(Path(args.out).name + ".checkpoints")
@@ -75,7 +75,8 @@ def add_train(sub) -> None:
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--targets", default="decoder", help="LoRA module set: decoder or decoder+flow")
-    p.add_argument("--no-pitch-path", action="store_true", help="no pitch factor (train on the clips as they are)")
+    p.add_argument("--pitch-path", default="resample", choices=["resample", "world", "none"],
+                   help="apply the fitted pitch factor by resampling (default), WORLD f0 shifting, or not at all")
     p.add_argument("--adv-weight", type=float, default=0.0, help="adversarial loss weight (0: off)")
     p.add_argument("--fm-weight", type=float, default=0.0, help="feature-matching loss weight (0: off)")
     p.add_argument("--seed", type=int, default=0)

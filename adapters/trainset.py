@@ -10,7 +10,7 @@ import soundfile as sf
 import torch
 
 from chorus.adapters.align import HOP, align_durations
-from chorus.adapters.pitch import from_model_domain, median_f0, to_model_domain
+from chorus.adapters.pitch import PITCH_PATHS, from_model_domain, median_f0, to_model_domain
 from chorus.adapters.targets import espeak_phonemes, phoneme_ids
 from chorus.engine.vits import VitsModel
 from chorus.engine.voice import BaseVoice
@@ -68,8 +68,14 @@ def load_clips(root: Path | str) -> list[tuple[str, np.ndarray, int]]:
 
 
 def build_trainset(clips: list[tuple[str, np.ndarray, int]], model: VitsModel, voice: BaseVoice,
-                   pitch_path: bool = True) -> TrainSet:
-    """Fit the profile (pitch factor, length scale) and align every clip in the model domain."""
+                   pitch_path: str = "resample") -> TrainSet:
+    """Fit the profile (pitch factor, length scale) and align every clip in the model domain.
+
+    `pitch_path` (chorus.adapters.pitch.PITCH_PATHS): "resample" trains on clips slowed by the pitch
+    factor, "world" fits the factor but trains on the clips as they are, "none" fixes the factor at 1.
+    """
+    if pitch_path not in PITCH_PATHS:
+        raise ValueError(f"unknown pitch path {pitch_path!r}; valid: {list(PITCH_PATHS)}")
     sr = voice.sample_rate
     for text, _, clip_sr in clips:
         if clip_sr != sr:
@@ -79,10 +85,10 @@ def build_trainset(clips: list[tuple[str, np.ndarray, int]], model: VitsModel, v
     # pYIN is slow on this CPU: a handful of clips pins the median down well enough.
     f0_base = median_f0([a for a, _ in base[:F0_CLIPS]], sr)
     f0_target = median_f0([a for _, a, _ in clips[:F0_CLIPS]], sr)
-    r = f0_target / f0_base if pitch_path and np.isfinite(f0_target / f0_base) else 1.0
+    r = f0_target / f0_base if pitch_path != "none" and np.isfinite(f0_target / f0_base) else 1.0
     out, target_frames, base_frames = [], 0, 0
     for (text, audio, _), seq, (base_audio, base_dur) in zip(clips, ids, base):
-        model_audio = to_model_domain(audio, sr, r)
+        model_audio = to_model_domain(audio, sr, r) if pitch_path == "resample" else audio
         durations = align_durations(base_audio, base_dur, model_audio, sr)
         target_frames += int(durations.sum())
         base_frames += int(base_dur.sum())

@@ -6,7 +6,8 @@ a LoRA adapter per voice and variant, writes each as an artifact with its manife
 (similarity gap closed, median f0, WER, DNSMOS, gate) and prints one JSON line per run; results go to
 bench/results/adapt.{json,md,png}. Variants: `pitch` (resampling pitch path + fitted length scale, the
 default recipe), `plain` (no pitch path: the prototype's recipe) and `adv` (pitch path plus a
-discriminator's adversarial and feature-matching losses).
+discriminator's adversarial and feature-matching losses), `world` (train as plain, apply the pitch factor
+with WORLD f0 shifting at synthesis: formants kept, vocoder artefacts added) and `world-adv`.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ import torch  # noqa: E402
 
 from bench.common import RESULTS_DIR, emit, machine_info, markdown_table, write_results  # noqa: E402
 
-VARIANTS = {"pitch": {"pitch_path": True}, "plain": {"pitch_path": False},
-            "adv": {"pitch_path": True, "adv_weight": 0.2, "fm_weight": 1.0}}
+VARIANTS = {"pitch": {"pitch_path": "resample"}, "plain": {"pitch_path": "none"},
+            "world": {"pitch_path": "world"},
+            "adv": {"pitch_path": "resample", "adv_weight": 0.2, "fm_weight": 1.0},
+            "world-adv": {"pitch_path": "world", "adv_weight": 0.2, "fm_weight": 1.0}}
 """Training variants: TrainConfig overrides."""
 
 COLUMNS = ["voice", "variant", "steps", "train_s", "sim_base", "sim_adapted", "sim_ceiling", "gap_closed",

@@ -90,7 +90,7 @@ def trainset(model, voice):
     for text in HELDOUT_SENTENCES[:2]:
         audio, _ = render_ids(text_ids(text, voice), voice, 1.0, 0.3, 0.3)
         clips.append((text, world_transform(audio, SR, target), SR))
-    return build_trainset(clips, model, voice, pitch_path=True)
+    return build_trainset(clips, model, voice, pitch_path="resample")
 
 
 TINY = dict(steps=4, checkpoint_every=2, min_window_s=0.3, max_window_s=0.5, context_frames=8, threads=1)
