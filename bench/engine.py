@@ -131,11 +131,15 @@ def build_runtimes(workdir: Path) -> tuple[dict[str, Callable[[], list[np.ndarra
 
 def frontend_costs(context: dict, repeats: int) -> list[dict]:
     """Per-sentence phonemisation cost: Chorus's espeak-ng subprocess (per sentence and batched) vs Piper's in-process."""
+    from chorus.engine.frontend.phonemize import Phonemizer
+
     phonemizer, piper = context["phonemizer"], context["piper"]
+    oneshot = Phonemizer(context["voice"].espeak_voice, persistent=False)
     runners = {
-        "chorus-espeak-ng (one process per sentence)": lambda: [phonemizer.phonemize(s) for s in SENTENCES],
-        "chorus-espeak-ng (one process for all)": lambda: phonemizer.phonemize_many(SENTENCES),
-        "piper (in-process espeak-ng)": lambda: [piper.phonemize(s) for s in SENTENCES],
+        "chorus espeak-ng, long-lived process, a call per sentence": lambda: [phonemizer.phonemize(s) for s in SENTENCES],
+        "chorus espeak-ng, long-lived process, one call for all": lambda: phonemizer.phonemize_many(SENTENCES),
+        "chorus espeak-ng, a new process per sentence": lambda: [oneshot.phonemize(s) for s in SENTENCES],
+        "piper (espeak-ng in process)": lambda: [piper.phonemize(s) for s in SENTENCES],
     }
     samples = round_robin(runners, repeats)
     return [{"bench": "engine", "kind": "frontend", "frontend": name,
@@ -209,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         emit(row)
     fronts = frontend_costs(context, args.repeats)
+    audio_per_sentence = anchor["audio_s"] / len(SENTENCES)
     for row in fronts:
+        # What phonemisation adds to a runtime's RTF (seconds of front end per second of audio).
+        row["rtf_added"] = row["ms_per_sentence"] / 1000 / audio_per_sentence
         emit(row)
 
     by_name = {r["runtime"]: r for r in rows}
@@ -251,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         "averages in the summary): wall times carry other processes' load, interleaving spreads it evenly.\n\n"
         + markdown_table(rows, columns)
         + "\n## Front end (phonemes per sentence)\n\n"
-        + markdown_table(fronts, ["frontend", "ms_per_sentence"], digits=1)
+        + markdown_table(fronts, ["frontend", "ms_per_sentence", "rtf_added"], digits=4)
         + "\n## Summary\n\n" + markdown_table([summary], [k for k in summary if k not in ("bench", "kind")])
     )
     bar_plot(RESULTS_DIR / "engine.png", [r["runtime"] for r in rows], [r["rtf"] for r in rows],
