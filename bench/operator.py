@@ -219,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for Ready")
     parser.add_argument("--log-level", default="WARNING", help="operator log level")
     parser.add_argument("--max-concurrent", type=int, default=8, help="operator's max_concurrent_reconciles")
+    parser.add_argument("--crd-settle", type=float, default=35.0,
+                        help="seconds between installing the CRDs and the first tenant")
     parser.add_argument("--restart-settle", type=float, default=30.0,
                         help="seconds to let a restarted operator resume every tenant before counting its writes")
     args = parser.parse_args(argv)
@@ -228,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
         emit({"metric": "control_plane_start_s", "value": round(time.monotonic() - boot, 2),
               "kubernetes": cp.version().get("gitVersion")})
         install_crds(cp.kubectl)
+        # In a real cluster the CRD exists long before tenants do. Right after installing it, the
+        # controller manager's garbage collector does not yet know VoiceTenants (it re-reads API
+        # discovery every 30 s) and verifies the owner of every new child with extra API calls.
+        time.sleep(args.crd_settle)
         settings = {"log_level": args.log_level, "peering_name": "bench",
                     "max_concurrent_reconciles": args.max_concurrent}
         with OperatorProcess(cp.kubeconfig, Path(tmp) / "operator.log", settings) as operator:
