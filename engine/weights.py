@@ -14,6 +14,8 @@ import torch
 from onnx import numpy_helper
 from safetensors.torch import load_file, save_file
 
+from chorus.settings import get_settings
+
 from .vits import VitsHParams, VitsModel
 from .voice import BaseVoice, file_sha256, load_base_voice
 
@@ -35,8 +37,7 @@ class WeightImportError(ValueError):
 
 def default_cache_dir() -> Path:
     """Where imported weights are cached: ${CHORUS_CACHE:-~/.cache/chorus}/weights."""
-    root = os.environ.get("CHORUS_CACHE") or Path.home() / ".cache" / "chorus"
-    return Path(root) / "weights"
+    return get_settings().cache_dir("weights")
 
 
 def _expected_shapes(hp: VitsHParams) -> dict[str, tuple[int, ...]]:
