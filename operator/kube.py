@@ -11,15 +11,14 @@ import asyncio
 import base64
 import json
 import logging
-import os
 import ssl
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import kopf
 import yaml
 
 log = logging.getLogger(__name__)
@@ -53,15 +52,19 @@ class Connection:
     """Where the API server is and how to authenticate: what both kopf and KubeClient need."""
 
     server: str
-    ca_data: str | None = None
+    ca_data: str | None = None  # PEM text
     ca_path: str | None = None
+    cert_data: str | None = None  # PEM text of the client certificate
     cert_path: str | None = None
+    key_data: str | None = None  # PEM text of the client key (never logged)
     key_path: str | None = None
     token: str | None = None
     token_path: str | None = None
     insecure: bool = False
-    credentials_dir: str | None = None  # temp folder holding inline certificate data as files
     _token_read_at: float = field(default=0.0, repr=False)
+
+    def __repr__(self) -> str:
+        return f"Connection(server={self.server!r})"  # never show keys or tokens
 
     def bearer(self) -> str | None:
         """The bearer token, re-read from token_path each minute (projected tokens rotate)."""
@@ -70,21 +73,20 @@ class Connection:
             self._token_read_at = time.monotonic()
         return self.token
 
-    def ssl_context(self) -> ssl.SSLContext | bool:
-        """An SSL context trusting the cluster CA and carrying the client certificate, if any."""
-        if self.insecure:
-            return False
-        ctx = ssl.create_default_context(cafile=self.ca_path, cadata=self.ca_data)
-        if self.cert_path:
-            ctx.load_cert_chain(self.cert_path, self.key_path)
-        return ctx
+    def connection_info(self) -> kopf.ConnectionInfo:
+        """kopf's view of this connection."""
+        token = self.bearer()
+        return kopf.ConnectionInfo(
+            server=self.server, ca_path=self.ca_path, ca_data=self.ca_data, insecure=self.insecure or None,
+            certificate_path=self.cert_path, certificate_data=self.cert_data,
+            private_key_path=self.key_path, private_key_data=self.key_data,
+            scheme="Bearer" if token else None, token=token, default_namespace="default",
+        )
 
-
-def _data_to_file(data_b64: str, directory: Path, name: str) -> str:
-    path = directory / name
-    path.write_bytes(base64.b64decode(data_b64))
-    path.chmod(0o600)
-    return str(path)
+    def ssl_context(self) -> ssl.SSLContext:
+        """The SSL context, built as kopf builds its own: inline key data touches disk only in a
+        temp file that exists while the context is made."""
+        return self.connection_info().as_ssl_context()
 
 
 def load_connection(kubeconfig: Path | None) -> Connection:
@@ -105,22 +107,20 @@ def load_connection(kubeconfig: Path | None) -> Connection:
     ctx = contexts[current]
     cluster = {c["name"]: c["cluster"] for c in config.get("clusters", [])}[ctx["cluster"]]
     user = {u["name"]: u.get("user") or {} for u in config.get("users", [])}.get(ctx.get("user"), {})
-    private = Path(tempfile.mkdtemp(prefix="chorus-operator-creds-"))  # 0700, removed at exit by the runner
 
-    def path_of(key: str) -> str | None:
-        if user.get(f"{key}-data"):
-            return _data_to_file(user[f"{key}-data"], private, key)
-        return str(base / user[key]) if user.get(key) else None
+    def pem(entry: dict, key: str) -> str | None:
+        return base64.b64decode(entry[f"{key}-data"]).decode() if entry.get(f"{key}-data") else None
 
-    conn = Connection(server=cluster["server"].rstrip("/"), insecure=bool(cluster.get("insecure-skip-tls-verify")),
-                      cert_path=path_of("client-certificate"), key_path=path_of("client-key"),
-                      token=user.get("token"), token_path=user.get("tokenFile"))
-    if cluster.get("certificate-authority-data"):
-        conn.ca_data = base64.b64decode(cluster["certificate-authority-data"]).decode()
-    elif cluster.get("certificate-authority"):
-        conn.ca_path = str(base / cluster["certificate-authority"])
-    conn.credentials_dir = str(private)
-    return conn
+    def path(entry: dict, key: str) -> str | None:
+        return str(base / entry[key]) if entry.get(key) else None
+
+    return Connection(
+        server=cluster["server"].rstrip("/"), insecure=bool(cluster.get("insecure-skip-tls-verify")),
+        ca_data=pem(cluster, "certificate-authority"), ca_path=path(cluster, "certificate-authority"),
+        cert_data=pem(user, "client-certificate"), cert_path=path(user, "client-certificate"),
+        key_data=pem(user, "client-key"), key_path=path(user, "client-key"),
+        token=user.get("token"), token_path=user.get("tokenFile"),
+    )
 
 
 def object_path(kind: str, name: str | None = None, namespace: str | None = None) -> str:
@@ -243,12 +243,3 @@ def secret_value(secret: dict, key: str) -> str | None:
         return base64.b64decode(raw).decode()
     except (ValueError, UnicodeDecodeError):
         return None
-
-
-def remove_credentials(conn: Connection) -> None:
-    """Delete the temp files load_connection wrote for inline certificate data."""
-    directory = conn.credentials_dir
-    if directory and os.path.isdir(directory):
-        for child in Path(directory).iterdir():
-            child.unlink(missing_ok=True)
-        Path(directory).rmdir()

@@ -7,6 +7,7 @@ real deployment runs the operator as its own process anyway: so tests start exac
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,6 +37,7 @@ class OperatorProcess:
         self.python = python
         self.process: subprocess.Popen | None = None
         self._log = None
+        self._cwd: str | None = None
 
     def __enter__(self) -> OperatorProcess:
         return self.start()
@@ -49,9 +51,9 @@ class OperatorProcess:
         self._log = open(self.log_path, "ab")
         # Run from an empty folder: the repository root holds an `operator/` folder that would
         # shadow the standard library's `operator` module for `python -c` style invocations.
-        cwd = tempfile.mkdtemp(prefix="chorus-operator-cwd-")
+        self._cwd = tempfile.mkdtemp(prefix="chorus-operator-cwd-")
         self.process = subprocess.Popen(
-            [self.python, "-m", "chorus.operator"], cwd=cwd, env={**os.environ, **self.settings},
+            [self.python, "-m", "chorus.operator"], cwd=self._cwd, env={**os.environ, **self.settings},
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         return self
@@ -87,6 +89,9 @@ class OperatorProcess:
         if self._log:
             self._log.close()
             self._log = None
+        if self._cwd:
+            shutil.rmtree(self._cwd, ignore_errors=True)
+            self._cwd = None
         return self.process.returncode
 
     def log_text(self) -> str:

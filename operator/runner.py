@@ -8,22 +8,13 @@ from typing import Any
 import kopf
 
 from chorus.operator import handlers
-from chorus.operator.kube import ApiError, Connection, KubeClient, load_connection, remove_credentials
+from chorus.operator.kube import ApiError, Connection, KubeClient, load_connection
 from chorus.operator.reconcile import Reconciler
 from chorus.operator.settings import Settings
 
 log = logging.getLogger(__name__)
 FIELD_MANAGER = "chorus-operator"
 PROGRESS_PREFIX = "operator.chorus.dev"  # kopf's progress and last-handled annotations
-
-
-def connection_info(conn: Connection) -> kopf.ConnectionInfo:
-    """kopf's view of the same connection the operator's own client uses."""
-    return kopf.ConnectionInfo(
-        server=conn.server, ca_path=conn.ca_path, ca_data=conn.ca_data, insecure=conn.insecure or None,
-        certificate_path=conn.cert_path, private_key_path=conn.key_path,
-        scheme="Bearer" if conn.bearer() else None, token=conn.bearer(), default_namespace="default",
-    )
 
 
 def configure(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
@@ -66,7 +57,7 @@ def build_registry(settings: Settings, conn: Connection, kube: KubeClient) -> ko
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
-        return connection_info(conn)
+        return conn.connection_info()
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -94,13 +85,10 @@ def run(settings: Settings) -> int:
         kube, settings.platform_namespace, max_concurrent=settings.max_concurrent_reconciles))
     log.info("chorus operator starting: platform namespace %s, %s", settings.platform_namespace,
              "standalone" if settings.standalone else f"peering {settings.peering_name!r} priority {settings.priority}")
-    try:
-        kopf.run(
-            registry=build_registry(settings, conn, kube), memo=memo, clusterwide=True,
-            standalone=settings.standalone, priority=settings.priority,
-            peering_name=None if settings.standalone else settings.peering_name,
-            liveness_endpoint=settings.liveness_endpoint,
-        )
-    finally:
-        remove_credentials(conn)
+    kopf.run(
+        registry=build_registry(settings, conn, kube), memo=memo, clusterwide=True,
+        standalone=settings.standalone, priority=settings.priority,
+        peering_name=None if settings.standalone else settings.peering_name,
+        liveness_endpoint=settings.liveness_endpoint,
+    )
     return 0
