@@ -171,7 +171,8 @@ class Reconciler:
             reason, message, delay = blocked
             parts += [c.condition(c.RESOURCES_READY, False, reason, message, gen),
                       c.condition(c.API_KEY_READY, None, reason, "waiting for the namespace", gen)]
-            return Result(compose_status(old, gen, parts, ref.namespace, None, None), retry_after_s=delay)
+            return Result(compose_status(old, gen, parts, ref.namespace, old.get("voices"), old.get("apiKeySecret")),
+                          retry_after_s=delay)
 
         try:
             desired = [namespace] + build_children(ref, spec, self.platform_namespace)
@@ -189,7 +190,8 @@ class Reconciler:
             parts += [c.condition(c.RESOURCES_READY, False, c.APPLY_FAILED,
                                   f"the API server refused an object, retrying: {exc}", gen),
                       c.condition(c.API_KEY_READY, None, c.APPLY_FAILED, "not checked yet", gen)]
-            return Result(compose_status(old, gen, parts, ref.namespace, None, None), events, retry_after_s=10)
+            return Result(compose_status(old, gen, parts, ref.namespace, old.get("voices"), old.get("apiKeySecret")),
+                          events, retry_after_s=10)
 
         st.desired = {child_key(obj): obj for obj in desired + [record]}
         st.key_sha256 = key_hash

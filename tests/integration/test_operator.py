@@ -180,6 +180,29 @@ def test_drift_is_repaired_and_the_key_kept(operator, kubectl, unique_name):
     assert wait_ready(kubectl, name)
 
 
+
+def test_a_deleted_namespace_is_recreated_with_a_new_key(operator, kubectl, unique_name):
+    name, ns = unique_name, f"tenant-{unique_name}"
+    apply(kubectl, tenant_manifest(name))
+    wait_ready(kubectl, name)
+    old_uid = get_json(kubectl, "namespace", ns)["metadata"]["uid"]
+    key = key_of(kubectl, ns)
+
+    kubectl("delete", "namespace", ns, "--wait=false", check=True)
+    fresh = wait_until(lambda: (get_json(kubectl, "namespace", ns) or {"metadata": {"uid": old_uid}})[
+        "metadata"]["uid"] != old_uid, timeout=120, what="namespace re-created")
+    assert fresh
+    new_key = wait_until(lambda: get_json(kubectl, "secret", "chorus-api-key", "-n", ns) and key_of(kubectl, ns),
+                         what="key re-issued")
+    assert new_key != key
+    for kind, obj in (("resourcequota", "chorus-quota"), ("limitrange", "chorus-limits"),
+                      ("networkpolicy", "chorus-ingress"), ("role", "chorus-tenant-owner"),
+                      ("rolebinding", "chorus-tenant-owners")):
+        wait_until(lambda: get_json(kubectl, kind, obj, "-n", ns), what=f"{kind} re-created")
+    new_hash = hashlib.sha256(new_key.encode()).hexdigest()
+    wait_until(lambda: record_of(kubectl, name)["data"]["apiKeySha256"] == new_hash, what="record has the new hash")
+    assert wait_ready(kubectl, name)
+
 def test_delete_removes_the_tenant_and_nothing_of_another(operator, kubectl, unique_name):
     gone, kept = f"{unique_name}-a", f"{unique_name}-b"
     apply(kubectl, tenant_manifest(gone), tenant_manifest(kept))
