@@ -11,13 +11,12 @@ import pytest
 import torch
 
 from chorus.engine.export import cached_export
+from chorus.engine.frontend.ids import phonemes_to_ids
+from chorus.engine.frontend.phonemize import Phonemizer
 from chorus.engine.ort_adapters import AdapterError, read_adapter, write_adapter
 from chorus.engine.runtime_ort import OnnxRuntime, OrtSettings
 from chorus.engine.voice import load_base_voice
 from chorus.engine.weights import load_vits_model
-
-# Piper's phonemizer (GPL, test reference only) gives ids exactly as Piper builds them.
-piper = pytest.importorskip("piper")
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -50,11 +49,6 @@ def runtime(export):
 
 
 @pytest.fixture(scope="module")
-def piper_voice(voice):
-    return piper.PiperVoice.load(voice.onnx_path)
-
-
-@pytest.fixture(scope="module")
 def piper_graph(voice):
     """Piper's own ONNX file, with its ceil'd per-phoneme durations exposed as a second output."""
     proto = onnx.load(str(voice.onnx_path))
@@ -66,10 +60,10 @@ def piper_graph(voice):
 
 
 @pytest.fixture(scope="module")
-def batches(piper_voice):
+def batches(voice):
     out = []
-    for sentence in SENTENCES:
-        ids = piper_voice.phonemes_to_ids(piper_voice.phonemize(sentence)[0])
+    for phonemes in Phonemizer(voice.espeak_voice).phonemize_many(SENTENCES):
+        ids = phonemes_to_ids(phonemes, voice.phoneme_id_map)
         out.append((np.array([ids], np.int64), np.array([len(ids)], np.int64)))
     return out
 
