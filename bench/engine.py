@@ -74,8 +74,18 @@ def build_runtimes(workdir: Path) -> tuple[dict[str, Callable[[], list[np.ndarra
     voice = load_base_voice()
     model = load_vits_model(voice)
     runtime = OnnxRuntime(cached_export(model, voice.fingerprint), OrtSettings(threads=THREADS))
-    adapter_path = write_adapter(synthetic_adapter(model), workdir / "bench-voice.onnx_adapter", runtime.overridable)
+    merged = synthetic_adapter(model)
+    started = time.perf_counter()
+    adapter_path = write_adapter(merged, workdir / "bench-voice.onnx_adapter", runtime.overridable)
+    write_ms = 1000 * (time.perf_counter() - started)
+    loads = []
+    for _ in range(5):  # validated load of a fresh file (memory-mapped), as a replica does per new voice
+        started = time.perf_counter()
+        ort.LoraAdapter().Load(str(adapter_path))
+        loads.append(1000 * (time.perf_counter() - started))
     adapter = runtime.load_adapter(adapter_path)
+    adapter_info = {"adapter_weights": len(merged), "adapter_mb": adapter_path.stat().st_size / 2**20,
+                    "adapter_write_ms": write_ms, "adapter_load_ms": median(loads)}
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = THREADS
@@ -125,7 +135,8 @@ def build_runtimes(workdir: Path) -> tuple[dict[str, Callable[[], list[np.ndarra
         "chorus-torch": chorus_torch,
         "piper-graph@chorus-settings": piper_graph_chorus_settings,
     }
-    context = {"voice": voice, "piper": piper, "phonemizer": phonemizer, "sample_rate": voice.sample_rate}
+    context = {"voice": voice, "piper": piper, "phonemizer": phonemizer, "sample_rate": voice.sample_rate,
+               "adapter": adapter_info}
     return runtimes, context
 
 
@@ -236,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         # CPU seconds of Chorus's graphs over Piper's graph under the same session settings.
         "graph_cpu_ratio_vs_piper_graph": by_name["chorus-onnx"]["rtf_cpu"]
         / by_name["piper-graph@chorus-settings"]["rtf_cpu"],
+        **context["adapter"],
         "load_avg_1m_before": round(load_before, 2), "load_avg_1m_after": round(os.getloadavg()[0], 2),
         "seconds": round(time.time() - started, 1),
     }
@@ -259,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         + markdown_table(rows, columns)
         + "\n## Front end (phonemes per sentence)\n\n"
         + markdown_table(fronts, ["frontend", "ms_per_sentence", "rtf_added"], digits=4)
-        + "\n## Summary\n\n" + markdown_table([summary], [k for k in summary if k not in ("bench", "kind")])
+        + "\n## Summary\n\n"
+        + markdown_table([{"metric": k, "value": v} for k, v in summary.items() if k not in ("bench", "kind")],
+                         ["metric", "value"])
     )
     bar_plot(RESULTS_DIR / "engine.png", [r["runtime"] for r in rows], [r["rtf"] for r in rows],
              "RTF (lower is faster)", "Engine RTF, median of interleaved rounds", reference=anchor["rtf"])
