@@ -7,7 +7,7 @@ from typing import Any
 
 import kopf
 
-from chorus.operator.builders import API_VERSION, GROUP, KIND, MANAGED_BY_SELECTOR, PLURAL, VERSION, TenantRef
+from chorus.operator.builders import GROUP, KIND, MANAGED_BY_SELECTOR, PLURAL, VERSION, TenantRef
 from chorus.operator.kube import ApiError
 from chorus.operator.reconcile import Result, status_patch
 
@@ -22,19 +22,11 @@ CHILD_RESOURCES = (
 )
 
 
-def tenant_ref_body(ref: TenantRef) -> dict:
-    """A VoiceTenant reference that kopf.event can post Events to."""
-    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": ref.name, "uid": ref.uid}}
-
-
-def _post(body: Any, result_events: list) -> None:
-    for type_, reason, message in result_events:
-        kopf.event(body, type=type_, reason=reason, message=message)
-
-
-def apply_result(result: Result, body: Any, old_status: dict, patch: kopf.Patch, raise_errors: bool = True) -> None:
+def apply_result(result: Result, ref: TenantRef, old_status: dict, patch: kopf.Patch, memo: Any,
+                 raise_errors: bool = True) -> None:
     """Post the Result's Events, put its status changes in kopf's patch, and raise kopf's error for it."""
-    _post(body, result.events)
+    if result.events:
+        memo.events.post(ref, result.events)
     for key, value in status_patch(old_status, result.status).items():
         patch.status[key] = value
     if not raise_errors:
@@ -45,26 +37,26 @@ def apply_result(result: Result, body: Any, old_status: dict, patch: kopf.Patch,
         raise kopf.TemporaryError("tenant not ready yet; see status.conditions", delay=result.retry_after_s)
 
 
-async def reconcile_tenant(name: str, uid: str, spec: Any, meta: Any, status: Any, body: Any,
+async def reconcile_tenant(name: str, uid: str, spec: Any, meta: Any, status: Any,
                            patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     """On create, update and resume: apply everything the spec asks for."""
-    old = dict(status)
-    result = await memo.reconciler.reconcile(TenantRef(name, uid), dict(spec), meta.get("generation"), old)
-    apply_result(result, body, old, patch)
+    old, ref = dict(status), TenantRef(name, uid)
+    result = await memo.reconciler.reconcile(ref, dict(spec), meta.get("generation"), old)
+    apply_result(result, ref, old, patch, memo)
 
 
-async def resync_tenant(name: str, uid: str, spec: Any, meta: Any, status: Any, body: Any,
+async def resync_tenant(name: str, uid: str, spec: Any, meta: Any, status: Any,
                         patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     """Periodically: the same reconcile, re-reading every child, as a safety net for drift no watch saw."""
-    old = dict(status)
-    result = await memo.reconciler.reconcile(TenantRef(name, uid), dict(spec), meta.get("generation"), old,
-                                             verify=True)
-    apply_result(result, body, old, patch, raise_errors=False)
+    old, ref = dict(status), TenantRef(name, uid)
+    result = await memo.reconciler.reconcile(ref, dict(spec), meta.get("generation"), old, verify=True)
+    apply_result(result, ref, old, patch, memo, raise_errors=False)
 
 
-async def delete_tenant(name: str, uid: str, body: Any, memo: kopf.Memo, **_: Any) -> None:
+async def delete_tenant(name: str, uid: str, memo: kopf.Memo, **_: Any) -> None:
     """On delete (behind the finalizer): remove the tenant's namespace and record; GC takes the rest."""
-    _post(body, await memo.reconciler.cleanup(TenantRef(name, uid)))
+    ref = TenantRef(name, uid)
+    memo.events.post(ref, await memo.reconciler.cleanup(ref))
 
 
 async def repair_child(event: dict, body: Any, memo: kopf.Memo, **_: Any) -> None:
@@ -73,7 +65,7 @@ async def repair_child(event: dict, body: Any, memo: kopf.Memo, **_: Any) -> Non
     if st is None:
         return
     if drift_event:
-        _post(tenant_ref_body(st.ref), [drift_event])
+        memo.events.post(st.ref, [drift_event])
     if needs_full:
         await reconcile_from_api(st.ref, memo)
 
@@ -86,7 +78,7 @@ async def reconcile_from_api(ref: TenantRef, memo: kopf.Memo) -> None:
         return
     old = tenant.get("status") or {}
     result = await memo.reconciler.reconcile(ref, tenant.get("spec") or {}, tenant["metadata"].get("generation"), old)
-    _post(tenant_ref_body(ref), result.events)
+    memo.events.post(ref, result.events)
     changes = status_patch(old, result.status)
     if changes:
         try:

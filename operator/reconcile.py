@@ -18,13 +18,13 @@ from chorus.operator.builders import (
     build_namespace, build_tenant_record, record_name,
 )
 from chorus.operator.drift import differences
+from chorus.operator.events import Event
 from chorus.operator.kube import ApiError, KubeClient, secret_value
 from chorus.operator.spec import SpecError, TenantSpec, parse_spec, validate_tenant_name
 from chorus.operator.voices import PendingVoiceDriver, VoiceDriver, voice_statuses, voice_summary
 
 log = logging.getLogger(__name__)
 STATUS_KEYS = ("observedGeneration", "phase", "namespace", "apiKeySecret", "voiceSummary", "conditions", "voices")
-Event = tuple[str, str, str]  # (Normal|Warning, reason, message)
 ChildKey = tuple[str, str | None, str]  # (kind, namespace, name)
 
 

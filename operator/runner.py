@@ -8,6 +8,7 @@ from typing import Any
 import kopf
 
 from chorus.operator import handlers
+from chorus.operator.events import EventPoster
 from chorus.operator.kube import ApiError, Connection, KubeClient, load_connection
 from chorus.operator.reconcile import Reconciler
 from chorus.operator.settings import Settings
@@ -81,7 +82,7 @@ def run(settings: Settings) -> int:
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
     conn = load_connection(settings.kubeconfig)
     kube = KubeClient(conn, FIELD_MANAGER, settings.max_connections)
-    memo = kopf.Memo(settings=settings, kube=kube, reconciler=Reconciler(
+    memo = kopf.Memo(settings=settings, kube=kube, events=EventPoster(kube), reconciler=Reconciler(
         kube, settings.platform_namespace, max_concurrent=settings.max_concurrent_reconciles))
     log.info("chorus operator starting: platform namespace %s, %s", settings.platform_namespace,
              "standalone" if settings.standalone else f"peering {settings.peering_name!r} priority {settings.priority}")

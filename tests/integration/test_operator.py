@@ -96,6 +96,7 @@ def test_create_makes_every_child(operator, kubectl, unique_name):
     reasons = wait_until(lambda: {e["reason"] for e in events_of(kubectl, name)} & {"KeyIssued"},
                          what="KeyIssued event")
     assert reasons == {"KeyIssued"}
+    assert "KeyIssued" in kubectl("describe", "voicetenant", name, check=True).stdout
     table = kubectl("get", "vt", name, check=True).stdout
     assert "True" in table and "0/2" in table and ns in table
 

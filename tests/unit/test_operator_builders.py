@@ -144,7 +144,7 @@ def test_a_bad_spec_becomes_a_condition_and_a_permanent_error():
     result = Result(compose_status(None, 4, [bad], None, None, None), permanent_error="spec.owners: too few")
     patch = kopf.Patch()
     with pytest.raises(kopf.PermanentError, match="invalid spec: spec.owners: too few"):
-        apply_result(result, {}, {}, patch)
+        apply_result(result, REF, {}, patch, None)
     conds = {cond["type"]: cond for cond in patch["status"]["conditions"]}
     assert conds["SpecValid"]["reason"] == "InvalidSpec" and "fix the spec" in conds["SpecValid"]["message"]
     assert conds["Ready"]["status"] == "False" and patch["status"]["phase"] == "Failed"
@@ -152,5 +152,19 @@ def test_a_bad_spec_becomes_a_condition_and_a_permanent_error():
     retry = Result(compose_status(None, 4, [c.condition(c.SPEC_VALID, True, "Parsed", "ok", 4)], None, None, None),
                    retry_after_s=3.0)
     with pytest.raises(kopf.TemporaryError) as info:
-        apply_result(retry, {}, {}, kopf.Patch())
+        apply_result(retry, REF, {}, kopf.Patch(), None)
     assert info.value.delay == 3.0
+
+
+def test_events_are_filed_where_kubectl_describe_finds_them():
+    import datetime as dt
+
+    from chorus.operator.events import build_event
+
+    event = build_event(REF, "Warning", "DriftRepaired", "NetworkPolicy x was deleted; restored",
+                        dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc))
+    assert event["metadata"]["namespace"] == "default"
+    assert event["involvedObject"] == {"apiVersion": "chorus.dev/v1alpha1", "kind": "VoiceTenant",
+                                       "name": "acme", "uid": "1234-uid"}  # no namespace: cluster-scoped
+    assert (event["type"], event["reason"], event["firstTimestamp"]) == ("Warning", "DriftRepaired",
+                                                                         "2026-01-02T03:04:05Z")
