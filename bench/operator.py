@@ -89,7 +89,7 @@ class ReadyWatch:
         self._task = asyncio.create_task(self._run(listing["metadata"]["resourceVersion"]))
 
     async def _run(self, version: str) -> None:
-        session = await self.kube._ensure()
+        session = await self.kube.session()
         while True:
             url = f"{self.kube.connection.server}{object_path('VoiceTenant')}"
             params = {"watch": "true", "resourceVersion": version, "allowWatchBookmarks": "true"}

@@ -144,7 +144,8 @@ class KubeClient:
         self.max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
 
-    async def _ensure(self) -> aiohttp.ClientSession:
+    async def session(self) -> aiohttp.ClientSession:
+        """The shared aiohttp session (for streaming calls such as watches)."""
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=self.max_connections, ssl=self.connection.ssl_context())
             self._session = aiohttp.ClientSession(
@@ -159,7 +160,7 @@ class KubeClient:
     async def request(self, method: str, path: str, body: Any = None, params: dict | None = None,
                       content_type: str = "application/json") -> dict | None:
         """One API call; returns the decoded body, None on 404, raises ApiError otherwise."""
-        session = await self._ensure()
+        session = await self.session()
         headers = {"Accept": "application/json"}
         token = self.connection.bearer()
         if token:

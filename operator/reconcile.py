@@ -20,7 +20,7 @@ from chorus.operator.builders import (
 from chorus.operator.drift import differences
 from chorus.operator.events import Event
 from chorus.operator.kube import ApiError, KubeClient, secret_value
-from chorus.operator.spec import SpecError, TenantSpec, parse_spec, validate_tenant_name
+from chorus.operator.spec import SpecError, parse_spec, validate_tenant_name
 from chorus.operator.voices import PendingVoiceDriver, VoiceDriver, voice_statuses, voice_summary
 
 log = logging.getLogger(__name__)
