@@ -31,5 +31,8 @@ if [ ! -f "$venv/.complete" ]; then
   "$venv/bin/pip" install --progress-bar off -r "$here/requirements.lock" >&2
   touch "$venv/.complete"
 fi
-"$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$here" >&2
+# setuptools warns at length about editable installs; show its output only when it fails.
+if ! out="$("$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$here" 2>&1)"; then
+  echo "$out" >&2; exit 1
+fi
 echo "$venv"
