@@ -29,7 +29,10 @@ from bench.common import RESULTS_DIR, emit, machine_info, markdown_table, write_
 VARIANTS = {"pitch": {"pitch_path": "resample"}, "plain": {"pitch_path": "none"},
             "world": {"pitch_path": "world"},
             "adv": {"pitch_path": "resample", "adv_weight": 0.2, "fm_weight": 1.0},
-            "world-adv": {"pitch_path": "world", "adv_weight": 0.2, "fm_weight": 1.0}}
+            "world-adv": {"pitch_path": "world", "adv_weight": 0.2, "fm_weight": 1.0},
+            "flow": {"pitch_path": "resample", "targets": "decoder+flow", "flow_lr": 5e-4},
+            "pitch-r32": {"pitch_path": "resample", "rank": 32, "alpha": 64.0, "lr": 3e-3},
+            "plain-flow": {"pitch_path": "none", "targets": "decoder+flow", "flow_lr": 5e-4}}
 """Training variants: TrainConfig overrides."""
 
 COLUMNS = ["voice", "variant", "steps", "train_s", "sim_base", "sim_adapted", "sim_ceiling", "gap_closed",
@@ -139,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "chorus-bench-adapt")
+    parser.add_argument("--name", default="adapt", help="results file name under bench/results/")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -163,14 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     for target, (_, variants) in zip(targets, plan):
         rows += run_voice(target, variants, args.work, args, base_audio)
-        write_results("adapt", {"machine": machine_info(), "args": {k: str(v) for k, v in vars(args).items()},
+        write_results(args.name, {"machine": machine_info(), "args": {k: str(v) for k, v in vars(args).items()},
                                 "runs": rows, "complete": False})
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    plot(rows, RESULTS_DIR / "adapt.png")
+    plot(rows, RESULTS_DIR / f"{args.name}.png")
     md = ("# Voice adapters: similarity, pitch, WER, DNSMOS\n\n" + markdown_table(rows, COLUMNS) +
           f"\n{len(rows)} runs in {time.monotonic() - t0:.0f} s. Command: python -m bench.adapt "
           + " ".join(sys.argv[1:] if argv is None else argv) + "\n")
-    write_results("adapt", {"machine": machine_info(), "args": {k: str(v) for k, v in vars(args).items()},
+    write_results(args.name, {"machine": machine_info(), "args": {k: str(v) for k, v in vars(args).items()},
                             "runs": rows, "complete": True}, md)
     print(md)
     return 0
