@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+
+# Idle OpenMP threads must sleep, not spin: on a shared 2-core machine spinning threads made the
+# 2-thread torch engine 5-10x slower (bench/results/engine.md). Must be set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Each module defines `register(subparsers)` and sets `func` on the parsers it adds.
 # Imported lazily so `chorus synth` does not pay for Ray or Kubernetes imports.

@@ -10,7 +10,9 @@ import importlib
 _EXPORTS = {
     "transcribe": "whisper", "wer": "whisper", "wer_details": "whisper", "audio_wer": "whisper",
     "normalize_for_wer": "textnorm",
-    "dnsmos": "dnsmos", "DnsmosScores": "dnsmos",
+    # `dnsmos` itself is the submodule (chorus.quality.dnsmos.dnsmos is the function): a lazy
+    # export of the same name would change meaning once the submodule is imported.
+    "DnsmosScores": "dnsmos",
     "embed_speaker": "similarity", "embed_voice": "similarity", "speaker_similarity": "similarity",
     "cosine": "similarity",
     "median_f0": "pitch", "pitch_stats": "pitch",
