@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export CHORUS_CACHE ?= $(HOME)/.cache/chorus
 VENV = $(shell tools/bootstrap.sh | tail -1)
 PYTEST_ARGS ?=
-TEXT ?= Hello from Chorus. This voice runs on a PyTorch port of the Piper VITS network.
+TEXT ?= Hello from Chorus. Every tenant voice is a small adapter on one shared model, and this is the base voice.
 
 .PHONY: venv run test test-unit controlplane bench bench-engine bench-operator bench-adapt clean-cache
 
