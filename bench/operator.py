@@ -21,7 +21,7 @@ import aiohttp
 import psutil
 
 from bench.common import emit, machine_info, write_results
-from chorus.controlplane.cluster import ControlPlane
+from chorus.controlplane.cluster import ControlPlane, ControlPlaneConfig
 from chorus.operator.kube import KubeClient, load_connection, object_path
 from chorus.operator.process import OperatorProcess
 from chorus.operator.testing import get_json, install_crds, tenant_manifest, wait_until
@@ -45,8 +45,11 @@ def cpu_seconds(operator_pid: int) -> dict[str, float]:
     return {name: sum(proc.cpu_times()[:2]) for name, proc in procs.items()}
 
 
-def write_counts(cp: ControlPlane) -> dict[str, int]:
-    """Writes the API server has served so far, as 'VERB resource[/subresource] code' -> count."""
+WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE", "APPLY")
+
+
+def request_counts(cp: ControlPlane, verbs: tuple[str, ...] | None = WRITE_VERBS) -> dict[str, int]:
+    """Requests the API server has served so far (only `verbs`; None: all), as 'VERB resource[/sub] code' -> count."""
     status, body = cp.get("/metrics", timeout=30)
     counts: dict[str, int] = {}
     for line in body.splitlines():
@@ -54,24 +57,62 @@ def write_counts(cp: ControlPlane) -> dict[str, int]:
             continue
         labels = dict(part.split("=", 1) for part in line[line.index("{") + 1:line.index("}")].split(","))
         labels = {k: v.strip('"') for k, v in labels.items()}
-        if labels.get("verb") in ("POST", "PUT", "PATCH", "DELETE", "APPLY"):
+        if verbs is None or labels.get("verb") in verbs:
             resource = labels.get("resource", "") + ("/" + labels["subresource"] if labels.get("subresource") else "")
             key = f"{labels['verb']} {resource} {labels.get('code', '')}"
             counts[key] = counts.get(key, 0) + int(float(line.rsplit(" ", 1)[1]))
     return counts
 
 
+def count_diff(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """after - before, only the keys that changed."""
+    return {k: v - before.get(k, 0) for k, v in sorted(after.items()) if v != before.get(k, 0)}
+
+
 def restart_writes(cp: ControlPlane, operator: OperatorProcess, log_path: Path, settings: dict,
                    settle_s: float) -> tuple[dict[str, int], float]:
     """Restart the operator over the existing tenants; the writes it caused (other than its peering heartbeat)."""
     operator.stop()
-    before = write_counts(cp)
+    before = request_counts(cp)
     with OperatorProcess(cp.kubeconfig, log_path, settings) as second:
         time.sleep(settle_s)  # resume handlers run for every tenant; a level-based operator writes nothing
-        after = write_counts(cp)
+        after = request_counts(cp)
         rss = second.rss_bytes()
-    diff = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+    diff = count_diff(before, after)
     return {k: v for k, v in diff.items() if "clusterkopfpeerings" not in k and "leases" not in k}, rss
+
+
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+- level: Metadata
+"""
+
+
+def audit_breakdown(log_path: Path, names: list[str]) -> dict[str, float]:
+    """Requests per tenant, from the API server's audit log: 'client VERB resource[/sub] code' -> mean count.
+
+    A request belongs to tenant N if it names N, its namespace tenant-N, its record tenant-N, or
+    is an Event about it (generateName N.); requests that name no tenant (leases, lists, watches)
+    are left out. The client is the first word of the User-Agent.
+    """
+    wanted = set(names)
+    counts: dict[str, int] = {}
+    with open(log_path) as f:
+        for line in f:
+            event = json.loads(line)
+            ref = event.get("objectRef") or {}
+            name, ns = ref.get("name", ""), ref.get("namespace", "")
+            candidates = {name, name.split(".", 1)[0], ns.removeprefix("tenant-"), name.removeprefix("tenant-")}
+            if not candidates & wanted:
+                continue
+            resource = ref.get("resource", "") + ("/" + ref["subresource"] if ref.get("subresource") else "")
+            agent = (event.get("userAgent") or "?").split("/", 1)[0].split(" ", 1)[0]
+            code = (event.get("responseStatus") or {}).get("code", "")
+            key = f"{agent} {event['verb']} {resource} {code}"
+            counts[key] = counts.get(key, 0) + 1
+    return {k: round(v / len(names), 2) for k, v in sorted(counts.items())}
 
 
 class ReadyWatch:
@@ -141,18 +182,23 @@ async def create_all(kube: KubeClient, manifests: list[dict], concurrency: int) 
     return created
 
 
-async def measure(kubeconfig: Path, operator: OperatorProcess, tenants: int, concurrency: int,
+async def measure(cp: ControlPlane, operator: OperatorProcess, tenants: int, concurrency: int,
                   timeout: float) -> dict:
     """The benchmark proper, against a running control plane and operator."""
-    kube = KubeClient(load_connection(kubeconfig), "chorus-bench", max_connections=concurrency + 4)
+    kube = KubeClient(load_connection(cp.kubeconfig), "chorus-bench", max_connections=concurrency + 4)
     watch = ReadyWatch(kube)
     await watch.start()
     rss_peak = 0
+    loads: list[float] = []
 
     async def sample_rss() -> None:
         nonlocal rss_peak
+        ticks = 0
         while True:
             rss_peak = max(rss_peak, operator.rss_bytes())
+            if ticks % 4 == 0:
+                loads.append(psutil.getloadavg()[0])
+            ticks += 1
             await asyncio.sleep(0.25)
 
     sampler = asyncio.create_task(sample_rss())
@@ -172,6 +218,8 @@ async def measure(kubeconfig: Path, operator: OperatorProcess, tenants: int, con
         names = [f"bench-{i:03d}" for i in range(tenants)]
         cpu_before = cpu_seconds(operator.pid)
         load_before = round(psutil.getloadavg()[0], 2)
+        requests_before = request_counts(cp, None)
+        loads.clear()
         started = time.monotonic()
         created = await create_all(kube, [tenant_manifest(n, voices=voices) for n in names], concurrency)
         applied_s = time.monotonic() - started
@@ -180,6 +228,8 @@ async def measure(kubeconfig: Path, operator: OperatorProcess, tenants: int, con
         latencies = [watch.ready_at[n] - created[n] for n in names if n in watch.ready_at]
         missing = [n for n in names if n not in watch.ready_at]
         cpu_after = cpu_seconds(operator.pid)
+        batch_loads = list(loads)
+        requests = count_diff(requests_before, request_counts(cp, None))
         await asyncio.sleep(2)  # settle, then read the memory the operator keeps for all tenants
         rss_all = operator.rss_bytes()
     finally:
@@ -204,6 +254,14 @@ async def measure(kubeconfig: Path, operator: OperatorProcess, tenants: int, con
         "batch_cpu_ms_per_tenant": round(1000 * sum(cpu_after[k] - cpu_before.get(k, 0.0)
                                                     for k in cpu_after) / tenants, 1),
         "load_avg_1m_before_batch": load_before,
+        "load_avg_1m_during_batch": {"min": round(min(batch_loads), 2), "max": round(max(batch_loads), 2),
+                                     "samples_1s": [round(x, 2) for x in batch_loads]} if batch_loads else None,
+        # API requests while the batch ran (every client, the 200 creates included), per tenant.
+        "batch_writes_per_tenant": round(sum(v for k, v in requests.items()
+                                             if k.split()[0] in WRITE_VERBS) / tenants, 2),
+        "batch_reads_per_tenant": round(sum(v for k, v in requests.items()
+                                            if k.split()[0] not in WRITE_VERBS) / tenants, 2),
+        "batch_requests_per_tenant": {k: round(v / tenants, 2) for k, v in requests.items()},
     }
     result["targets"] = TARGETS
     result["pass"] = bool(latencies) and not missing and result["p50_s"] <= TARGETS["p50_s"] and \
@@ -221,12 +279,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-concurrent", type=int, default=8, help="operator's max_concurrent_reconciles")
     parser.add_argument("--crd-settle", type=float, default=35.0,
                         help="seconds between installing the CRDs and the first tenant")
+    parser.add_argument("--audit", action="store_true",
+                        help="turn on the API server's audit log (costs it CPU) and break requests down per tenant "
+                             "by client, verb and resource")
     parser.add_argument("--restart-settle", type=float, default=30.0,
                         help="seconds to let a restarted operator resume every tenant before counting its writes")
     args = parser.parse_args(argv)
 
     boot = time.monotonic()
-    with ControlPlane() as cp, tempfile.TemporaryDirectory(prefix="chorus-bench-") as tmp:
+    tmp_dir = tempfile.TemporaryDirectory(prefix="chorus-bench-")
+    tmp = tmp_dir.name
+    config = ControlPlaneConfig()
+    if args.audit:
+        (Path(tmp) / "audit-policy.yaml").write_text(AUDIT_POLICY)
+        config = ControlPlaneConfig(extra_apiserver_args=(
+            f"--audit-policy-file={tmp}/audit-policy.yaml", f"--audit-log-path={tmp}/audit.log",
+            "--audit-log-format=json", "--audit-log-mode=blocking", "--audit-log-maxsize=0"))
+    with tmp_dir, ControlPlane(config) as cp:
         emit({"metric": "control_plane_start_s", "value": round(time.monotonic() - boot, 2),
               "kubernetes": cp.version().get("gitVersion")})
         install_crds(cp.kubectl)
@@ -241,16 +310,20 @@ def main(argv: list[str] | None = None) -> int:
             wait_until(lambda: (get_json(cp.kubectl, "clusterkopfpeering", "bench") or {}).get("status"),
                        timeout=120, what="operator heartbeat in ClusterKopfPeering bench")
             try:
-                result = asyncio.run(measure(cp.kubeconfig, operator, args.tenants, args.concurrency, args.timeout))
+                result = asyncio.run(measure(cp, operator, args.tenants, args.concurrency, args.timeout))
             except BaseException:
                 print(operator.log_text()[-4000:], file=sys.stderr)
                 raise
+            if args.audit:
+                result["audit_requests_per_tenant"] = audit_breakdown(
+                    Path(tmp) / "audit.log", [f"bench-{i:03d}" for i in range(args.tenants)])
             errors = [line for line in operator.log_text().splitlines() if " ERROR " in line or "Traceback" in line]
             result["operator_error_lines"] = len(errors)
             writes, rss = restart_writes(cp, operator, Path(tmp) / "restarted.log", settings, args.restart_settle)
             result["restart_writes"] = writes  # expected {}: resuming 200 tenants changes nothing
             result["restart_rss_mb"] = round(rss / 2**20, 1)
             emit({"metric": "restart_writes", "value": writes})
+    result["audit_log"] = args.audit
     result["operator_settings"] = {"max_concurrent_reconciles": args.max_concurrent, "log_level": args.log_level,
                                    "kopf_batch_window_s": 0.05, "kopf_posting_level": "WARNING"}
     result["machine"] = machine_info()

@@ -57,6 +57,7 @@ async def delete_tenant(name: str, uid: str, memo: kopf.Memo, **_: Any) -> None:
     """On delete (behind the finalizer): remove the tenant's namespace and record; GC takes the rest."""
     ref = TenantRef(name, uid)
     memo.events.post(ref, await memo.reconciler.cleanup(ref))
+    memo.kopf_state.forget(uid)
 
 
 async def repair_child(event: dict, body: Any, memo: kopf.Memo, **_: Any) -> None:

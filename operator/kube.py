@@ -161,7 +161,7 @@ class KubeClient:
                       content_type: str = "application/json") -> dict | None:
         """One API call; returns the decoded body, None on 404, raises ApiError otherwise."""
         session = await self.session()
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", "User-Agent": self.field_manager}
         token = self.connection.bearer()
         if token:
             headers["Authorization"] = f"Bearer {token}"

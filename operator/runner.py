@@ -9,21 +9,21 @@ import kopf
 
 from chorus.operator import handlers
 from chorus.operator.events import EventPoster
+from chorus.operator.kopfstate import MemoryState
 from chorus.operator.kube import ApiError, Connection, KubeClient, load_connection
 from chorus.operator.reconcile import Reconciler
 from chorus.operator.settings import Settings
 
 log = logging.getLogger(__name__)
 FIELD_MANAGER = "chorus-operator"
-PROGRESS_PREFIX = "operator.chorus.dev"  # kopf's progress and last-handled annotations
+PROGRESS_PREFIX = "operator.chorus.dev"  # kopf's retry wake-up annotation
 
 
-def configure(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
-    """Tune kopf: chorus annotations for its state, explicit Events only, server-side child selectors."""
+def configure(kopf_settings: kopf.OperatorSettings, settings: Settings, state: MemoryState) -> None:
+    """Tune kopf: its state in memory, explicit Events only, server-side child selectors."""
     kopf_settings.persistence.finalizer = "chorus.dev/finalizer"
-    kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PROGRESS_PREFIX)
-    kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=PROGRESS_PREFIX, key="last-handled-configuration")
+    kopf_settings.persistence.progress_storage = state.progress
+    kopf_settings.persistence.diffbase_storage = state.diffbase
     # kopf would otherwise post an Event for every handler log line; the operator posts its own.
     kopf_settings.posting.level = logging.WARNING
     kopf_settings.batching.batch_window = settings.batch_window_s
@@ -51,7 +51,8 @@ async def _ensure_platform(kube: KubeClient, settings: Settings) -> None:
                 "operator/crds/kopf-peering.yaml, or set CHORUS_OPERATOR_STANDALONE=true") from None
 
 
-def build_registry(settings: Settings, conn: Connection, kube: KubeClient) -> kopf.OperatorRegistry:
+def build_registry(settings: Settings, conn: Connection, kube: KubeClient,
+                   state: MemoryState) -> kopf.OperatorRegistry:
     """A registry with the login, startup and cleanup activities and every handler."""
     registry = kopf.OperatorRegistry()
     chorus_settings = settings  # the startup activity's own `settings` argument is kopf's
@@ -62,7 +63,7 @@ def build_registry(settings: Settings, conn: Connection, kube: KubeClient) -> ko
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-        configure(settings, chorus_settings)
+        configure(settings, chorus_settings, state)
         await _ensure_platform(kube, chorus_settings)
         log.info("platform namespace %s ready; watching VoiceTenants", chorus_settings.platform_namespace)
 
@@ -82,12 +83,13 @@ def run(settings: Settings) -> int:
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
     conn = load_connection(settings.kubeconfig)
     kube = KubeClient(conn, FIELD_MANAGER, settings.max_connections)
-    memo = kopf.Memo(settings=settings, kube=kube, events=EventPoster(kube), reconciler=Reconciler(
+    state = MemoryState(PROGRESS_PREFIX)
+    memo = kopf.Memo(settings=settings, kube=kube, events=EventPoster(kube), kopf_state=state, reconciler=Reconciler(
         kube, settings.platform_namespace, max_concurrent=settings.max_concurrent_reconciles))
     log.info("chorus operator starting: platform namespace %s, %s", settings.platform_namespace,
              "standalone" if settings.standalone else f"peering {settings.peering_name!r} priority {settings.priority}")
     kopf.run(
-        registry=build_registry(settings, conn, kube), memo=memo, clusterwide=True,
+        registry=build_registry(settings, conn, kube, state), memo=memo, clusterwide=True,
         standalone=settings.standalone, priority=settings.priority,
         peering_name=None if settings.standalone else settings.peering_name,
         liveness_endpoint=settings.liveness_endpoint,
