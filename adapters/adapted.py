@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from chorus.adapters.pitch import from_model_domain, world_pitch_shift
+from chorus.adapters.psola import psola_shift
 from chorus.adapters.train import TrainResult, VoiceProfile
 from chorus.adapters.trainset import text_ids
 from chorus.engine.vits import VitsModel
@@ -45,6 +46,8 @@ class AdaptedVoice:
                                 length_scale=self.profile.length_scale,
                                 noise_w=self.voice.noise_w if noise_w is None else noise_w, generator=gen)
         audio = out.audio[0, : int(out.audio_lengths[0])].numpy()
+        if self.profile.pitch_method == "psola":
+            return psola_shift(audio, self.voice.sample_rate, self.profile.pitch_factor)
         if self.profile.pitch_method == "world":
             return world_pitch_shift(audio, self.voice.sample_rate, self.profile.pitch_factor)
         return from_model_domain(audio, self.voice.sample_rate, self.profile.pitch_factor)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-PITCH_PATHS = ("resample", "world", "none")
-"""How a voice's pitch factor is applied: resampling (training in the model domain), WORLD f0 shifting of
-the output (formants kept, vocoder artefacts added), or not at all."""
+PITCH_PATHS = ("resample", "psola", "world", "none")
+"""How a voice's pitch factor is applied: resampling (training in the model domain), TD-PSOLA or WORLD
+f0 shifting of the output (formants kept, some artefacts added), or not at all."""
 
 MIN_F0, MAX_F0 = 50.0, 500.0
 """pYIN search range (Hz)."""

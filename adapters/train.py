@@ -47,7 +47,7 @@ class TrainConfig(BaseModel):
     flow_lr: float = Field(default=2e-4, gt=0, lt=1, description="learning rate for flow LoRA (lower: it diverges)")
     clip_norm: float = Field(default=1.0, gt=0, description="gradient norm clip for decoder LoRA")
     flow_clip_norm: float = Field(default=0.2, gt=0, description="gradient norm clip for flow LoRA")
-    pitch_path: Literal["resample", "world", "none"] = Field(
+    pitch_path: Literal["resample", "psola", "world", "none"] = Field(
         default="resample", description="how the fitted pitch factor is applied (chorus.adapters.pitch.PITCH_PATHS)")
     min_window_s: float = Field(default=1.0, gt=0.1, description="shortest decoder window")
     max_window_s: float = Field(default=2.0, gt=0.1, description="longest decoder window")
@@ -76,7 +76,7 @@ class VoiceProfile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     pitch_factor: float = Field(default=1.0, gt=0.25, lt=4.0, description="pitch factor r (target / base median f0)")
-    pitch_method: Literal["resample", "world"] = Field(default="resample", description="how r is applied")
+    pitch_method: Literal["resample", "psola", "world"] = Field(default="resample", description="how r is applied")
     length_scale: float = Field(default=1.0, gt=0.2, lt=5.0, description="model-domain length scale")
 
 
@@ -219,6 +219,6 @@ def train_adapter(dataset_dir: Path | str, cfg: TrainConfig | None = None, check
     bar.close()
     engine.eval()
     profile = VoiceProfile(pitch_factor=trainset.pitch_factor, length_scale=trainset.length_scale,
-                           pitch_method="world" if cfg.pitch_path == "world" else "resample")
+                           pitch_method="resample" if cfg.pitch_path == "none" else cfg.pitch_path)
     return TrainResult(peft_model, profile, cfg, step, time.monotonic() - started, losses,
                        trainset.f0_base, trainset.f0_target)

@@ -72,7 +72,7 @@ def build_trainset(clips: list[tuple[str, np.ndarray, int]], model: VitsModel, v
     """Fit the profile (pitch factor, length scale) and align every clip in the model domain.
 
     `pitch_path` (chorus.adapters.pitch.PITCH_PATHS): "resample" trains on clips slowed by the pitch
-    factor, "world" fits the factor but trains on the clips as they are, "none" fixes the factor at 1.
+    factor, "psola"/"world" fit the factor but train on the clips as they are, "none" fixes it at 1.
     """
     if pitch_path not in PITCH_PATHS:
         raise ValueError(f"unknown pitch path {pitch_path!r}; valid: {list(PITCH_PATHS)}")

@@ -28,6 +28,7 @@ from bench.common import RESULTS_DIR, emit, machine_info, markdown_table, write_
 
 VARIANTS = {"pitch": {"pitch_path": "resample"}, "plain": {"pitch_path": "none"},
             "world": {"pitch_path": "world"},
+            "psola": {"pitch_path": "psola"},
             "adv": {"pitch_path": "resample", "adv_weight": 0.2, "fm_weight": 1.0},
             "world-adv": {"pitch_path": "world", "adv_weight": 0.2, "fm_weight": 1.0},
             "flow": {"pitch_path": "resample", "targets": "decoder+flow", "flow_lr": 5e-4},
@@ -135,10 +136,10 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--plan", default="high:pitch,plain,adv low:pitch far:pitch,adv",
+    parser.add_argument("--plan", default="high:pitch,plain low:pitch far:pitch",
                         help=f"space-separated VOICE:VARIANT,... items; variants from {sorted(VARIANTS)}")
     parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--minutes", type=float, default=7.0, help="training time cap per adapter")
+    parser.add_argument("--minutes", type=float, default=6.0, help="training time cap per adapter")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "chorus-bench-adapt")

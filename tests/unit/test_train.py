@@ -10,6 +10,7 @@ import torch
 from chorus.adapters import lora
 from chorus.adapters.align import align_durations, boundary_error
 from chorus.adapters.pitch import from_model_domain, median_f0, to_model_domain
+from chorus.adapters.psola import psola_shift
 from chorus.adapters.targets import HELDOUT_SENTENCES, WorldTarget, render_ids, world_transform
 from chorus.adapters.train import TrainConfig, train_adapter
 from chorus.adapters.trainset import build_trainset, render_deterministic, text_ids
@@ -72,6 +73,23 @@ def test_pitch_path_scales_f0_and_restores_duration(voice):
     back = to_model_domain(shifted, SR, r)
     n = min(len(back), len(audio))
     assert np.corrcoef(back[:n], audio[:n])[0, 1] > 0.95
+
+
+def test_psola_moves_f0_and_keeps_length_and_formants(voice):
+    ids = text_ids(HELDOUT_SENTENCES[1], voice)
+    audio, _ = render_ids(ids, voice, 1.0, 0.0, 0.0)
+    shifted = psola_shift(audio, SR, 1.3)
+    assert len(shifted) == len(audio) and np.isfinite(shifted).all()
+    ratio = median_f0([shifted], SR) / median_f0([audio], SR)
+    assert abs(ratio / 1.3 - 1) < 0.05, f"f0 ratio {ratio:.3f}, expected 1.3"
+    # The spectral envelope stays: long-term average spectra agree far better than after resampling.
+    def spectrum(x):
+        return np.log(np.abs(np.fft.rfft(x[: 2 ** 14] * np.hanning(2 ** 14))) + 1e-6)
+
+    resampled = from_model_domain(audio, SR, 1.3)
+    smooth = np.ones(64) / 64
+    env = [np.convolve(spectrum(x), smooth, mode="same")[:4000] for x in (audio, shifted, resampled)]
+    assert np.abs(env[1] - env[0]).mean() < np.abs(env[2] - env[0]).mean()
 
 
 def test_config_rejects_bad_values():
