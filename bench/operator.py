@@ -69,10 +69,24 @@ def count_diff(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {k: v - before.get(k, 0) for k, v in sorted(after.items()) if v != before.get(k, 0)}
 
 
+def quiet_writes(cp: ControlPlane, timeout: float = 60.0) -> None:
+    """Wait until no client writes anything but leases and peering heartbeats for 3 s."""
+    def counts() -> dict[str, int]:
+        return {k: v for k, v in request_counts(cp).items() if "leases" not in k and "clusterkopfpeerings" not in k}
+    deadline, last = time.monotonic() + timeout, counts()
+    while time.monotonic() < deadline:
+        time.sleep(3)
+        now = counts()
+        if now == last:
+            return
+        last = now
+
+
 def restart_writes(cp: ControlPlane, operator: OperatorProcess, log_path: Path, settings: dict,
                    settle_s: float) -> tuple[dict[str, int], float]:
     """Restart the operator over the existing tenants; the writes it caused (other than its peering heartbeat)."""
     operator.stop()
+    quiet_writes(cp)  # the controller manager may still be filling new namespaces (ServiceAccounts)
     before = request_counts(cp)
     with OperatorProcess(cp.kubeconfig, log_path, settings) as second:
         time.sleep(settle_s)  # resume handlers run for every tenant; a level-based operator writes nothing

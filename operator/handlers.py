@@ -7,12 +7,11 @@ from typing import Any
 
 import kopf
 
-from chorus.operator.builders import GROUP, KIND, MANAGED_BY_SELECTOR, PLURAL, VERSION, TenantRef
+from chorus.operator.builders import GROUP, KIND, PLURAL, VERSION, TenantRef
 from chorus.operator.kube import ApiError
 from chorus.operator.reconcile import Result, status_patch
 
 log = logging.getLogger(__name__)
-MANAGED = {"app.kubernetes.io/managed-by": "chorus-operator"}
 # Children watched for drift: (group, version, plural). Namespace and key-Secret changes lead to a
 # full reconcile; the others are restored from what was last applied.
 CHILD_RESOURCES = (
@@ -60,9 +59,9 @@ async def delete_tenant(name: str, uid: str, memo: kopf.Memo, **_: Any) -> None:
     memo.kopf_state.forget(uid)
 
 
-async def repair_child(event: dict, body: Any, memo: kopf.Memo, **_: Any) -> None:
+async def repair_child(event_type: str, obj: dict, memo: kopf.Memo) -> None:
     """A watched child changed: restore it if it drifted from what was applied."""
-    st, drift_event, needs_full = await memo.reconciler.repair(event.get("type"), dict(body))
+    st, drift_event, needs_full = await memo.reconciler.repair(event_type, obj)
     if st is None:
         return
     if drift_event:
@@ -96,10 +95,4 @@ def register(registry: kopf.OperatorRegistry, resync_interval_s: float) -> None:
     kopf.timer(*tenants, registry=registry, interval=resync_interval_s, initial_delay=resync_interval_s,
                idle=resync_interval_s / 2)(resync_tenant)
     kopf.on.delete(*tenants, registry=registry)(delete_tenant)
-    for group, version, plural in CHILD_RESOURCES:
-        kopf.on.event(group, version, plural, registry=registry, labels=MANAGED, id=f"repair-{plural}")(repair_child)
-
-
-def label_selectors() -> dict[tuple[str, str, str], str]:
-    """Server-side label selectors for the child watches, so the operator never streams others' objects."""
-    return {res: MANAGED_BY_SELECTOR for res in CHILD_RESOURCES}
+    # Children are watched by chorus.operator.childwatch (started by the runner), not by kopf.

@@ -15,7 +15,7 @@ import ssl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 import aiohttp
 import kopf
@@ -157,14 +157,32 @@ class KubeClient:
         if self._session is not None:
             await self._session.close()
 
-    async def request(self, method: str, path: str, body: Any = None, params: dict | None = None,
-                      content_type: str = "application/json") -> dict | None:
-        """One API call; returns the decoded body, None on 404, raises ApiError otherwise."""
-        session = await self.session()
+    def _headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json", "User-Agent": self.field_manager}
         token = self.connection.bearer()
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    async def watch(self, path: str, params: dict) -> AsyncIterator[dict]:
+        """Stream a watch of a collection: yields its events ({type, object}) until the server ends it."""
+        session = await self.session()
+        # No total timeout; the server ends the watch after timeoutSeconds (bookmarks keep it talking).
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=int(params.get("timeoutSeconds", 300)) + 60)
+        async with session.get(self.connection.server + path, params={**params, "watch": "true"},
+                               headers=self._headers(), timeout=timeout) as resp:
+            if resp.status >= 400:
+                text = await resp.text()
+                raise ApiError(resp.status, resp.reason or "", text[:200])
+            async for line in resp.content:
+                if line.strip():
+                    yield json.loads(line)
+
+    async def request(self, method: str, path: str, body: Any = None, params: dict | None = None,
+                      content_type: str = "application/json") -> dict | None:
+        """One API call; returns the decoded body, None on 404, raises ApiError otherwise."""
+        session = await self.session()
+        headers = self._headers()
         data = None
         if body is not None:
             headers["Content-Type"] = content_type

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from typing import Any
 
 import kopf
 
 from chorus.operator import handlers
+from chorus.operator.builders import MANAGED_BY_SELECTOR
+from chorus.operator.childwatch import ChildWatcher, PeeringGate
 from chorus.operator.events import EventPoster
 from chorus.operator.kopfstate import MemoryState
 from chorus.operator.kube import ApiError, Connection, KubeClient, load_connection
@@ -30,8 +34,6 @@ def configure(kopf_settings: kopf.OperatorSettings, settings: Settings, state: M
     kopf_settings.batching.worker_limit = settings.worker_limit
     kopf_settings.watching.server_timeout = 300
     kopf_settings.networking.connect_timeout = 10
-    for selector, labels in handlers.label_selectors().items():
-        kopf_settings.watching.label_selectors[selector] = labels
 
 
 async def _ensure_platform(kube: KubeClient, settings: Settings) -> None:
@@ -51,8 +53,8 @@ async def _ensure_platform(kube: KubeClient, settings: Settings) -> None:
                 "operator/crds/kopf-peering.yaml, or set CHORUS_OPERATOR_STANDALONE=true") from None
 
 
-def build_registry(settings: Settings, conn: Connection, kube: KubeClient,
-                   state: MemoryState) -> kopf.OperatorRegistry:
+def build_registry(settings: Settings, conn: Connection, kube: KubeClient, state: MemoryState,
+                   watcher: ChildWatcher) -> kopf.OperatorRegistry:
     """A registry with the login, startup and cleanup activities and every handler."""
     registry = kopf.OperatorRegistry()
     chorus_settings = settings  # the startup activity's own `settings` argument is kopf's
@@ -65,10 +67,12 @@ def build_registry(settings: Settings, conn: Connection, kube: KubeClient,
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure(settings, chorus_settings, state)
         await _ensure_platform(kube, chorus_settings)
+        watcher.start()
         log.info("platform namespace %s ready; watching VoiceTenants", chorus_settings.platform_namespace)
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
+        await watcher.stop()
         await kube.close()
 
     handlers.register(registry, settings.resync_interval_s)
@@ -86,10 +90,14 @@ def run(settings: Settings) -> int:
     state = MemoryState(PROGRESS_PREFIX)
     memo = kopf.Memo(settings=settings, kube=kube, events=EventPoster(kube), kopf_state=state, reconciler=Reconciler(
         kube, settings.platform_namespace, max_concurrent=settings.max_concurrent_reconciles))
+    identity = f"chorus-operator@{socket.gethostname()}/{os.getpid()}"  # this replica in the peering object
+    gate = PeeringGate(kube, None if settings.standalone else settings.peering_name, identity, settings.priority)
+    watcher = ChildWatcher(kube, handlers.CHILD_RESOURCES, MANAGED_BY_SELECTOR,
+                           lambda event_type, obj: handlers.repair_child(event_type, obj, memo), gate)
     log.info("chorus operator starting: platform namespace %s, %s", settings.platform_namespace,
              "standalone" if settings.standalone else f"peering {settings.peering_name!r} priority {settings.priority}")
     kopf.run(
-        registry=build_registry(settings, conn, kube, state), memo=memo, clusterwide=True,
+        registry=build_registry(settings, conn, kube, state, watcher), memo=memo, identity=identity, clusterwide=True,
         standalone=settings.standalone, priority=settings.priority,
         peering_name=None if settings.standalone else settings.peering_name,
         liveness_endpoint=settings.liveness_endpoint,
