@@ -48,7 +48,7 @@ class TrainConfig(BaseModel):
     clip_norm: float = Field(default=1.0, gt=0, description="gradient norm clip for decoder LoRA")
     flow_clip_norm: float = Field(default=0.2, gt=0, description="gradient norm clip for flow LoRA")
     pitch_path: Literal["resample", "psola", "world", "none"] = Field(
-        default="resample", description="how the fitted pitch factor is applied (chorus.adapters.pitch.PITCH_PATHS)")
+        default="psola", description="how the fitted pitch factor is applied (chorus.adapters.pitch.PITCH_PATHS)")
     min_window_s: float = Field(default=1.0, gt=0.1, description="shortest decoder window")
     max_window_s: float = Field(default=2.0, gt=0.1, description="longest decoder window")
     context_frames: int = Field(default=32, ge=0, description="flow context frames either side of a window")

@@ -126,9 +126,9 @@ def plot(rows: list[dict], path: Path) -> None:
     for k, (key, name) in enumerate([("sim_base", "base"), ("sim_adapted", "adapted"), ("sim_ceiling", "ceiling")]):
         ax.bar(x + (k - 1) * 0.27, [r[key] for r in rows], 0.27, label=name)
     ax.set_xticks(x, labels)
-    ax.set_ylim(0.4, 1.0)
+    ax.set_ylim(0.4, 1.08)
     ax.set_ylabel("speaker similarity to held-out target")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper center", ncol=3, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -136,10 +136,10 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--plan", default="high:pitch,plain low:pitch far:pitch",
+    parser.add_argument("--plan", default="high:psola low:psola far:psola",
                         help=f"space-separated VOICE:VARIANT,... items; variants from {sorted(VARIANTS)}")
     parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--minutes", type=float, default=6.0, help="training time cap per adapter")
+    parser.add_argument("--minutes", type=float, default=7.0, help="training time cap per adapter")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "chorus-bench-adapt")
