@@ -53,13 +53,18 @@ def psola_shift(audio: np.ndarray, sample_rate: int, factor: float) -> np.ndarra
     marks, widths = _analysis_marks(x, period_at)
     n = len(x)
     out, weight = np.zeros(n), np.zeros(n)
+    windows: dict[int, np.ndarray] = {}
     s = 0.0
     while s < n:
         i = int(round(s))
         period = period_at(i)
-        k = int(np.argmin(np.abs(marks - i)))
+        k = int(np.searchsorted(marks, i))
+        if k == len(marks) or (k > 0 and i - marks[k - 1] <= marks[k] - i):
+            k -= 1
         c, w = int(marks[k]), int(widths[k])
-        window = np.hanning(2 * w + 1)
+        window = windows.get(w)
+        if window is None:
+            window = windows[w] = np.hanning(2 * w + 1)
         lo, hi = max(0, c - w), min(n, c + w + 1)
         start = i - (c - lo)
         stop = start + (hi - lo)
