@@ -36,8 +36,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def cpu_seconds(operator_pid: int) -> dict[str, float]:
-    """CPU time (user + system) so far of the operator and of each control-plane server we started."""
-    procs = {"operator": psutil.Process(operator_pid)}
+    """CPU time (user + system) so far of the operator, this benchmark and each control-plane server we started."""
+    procs = {"operator": psutil.Process(operator_pid), "bench": psutil.Process()}
     for child in psutil.Process().children(recursive=True):
         name = child.name()
         if name in ("etcd", "kube-apiserver", "kube-controller-manager"):
@@ -265,8 +265,12 @@ async def measure(cp: ControlPlane, operator: OperatorProcess, tenants: int, con
         "rss_mb_peak": round(rss_peak / 2**20, 1),
         # Where the work went while the batch ran, and how busy the machine was besides.
         "batch_cpu_s": {k: round(cpu_after[k] - cpu_before.get(k, 0.0), 2) for k in cpu_after},
+        # Operator and control plane only (not this benchmark's own creates and watch).
         "batch_cpu_ms_per_tenant": round(1000 * sum(cpu_after[k] - cpu_before.get(k, 0.0)
-                                                    for k in cpu_after) / tenants, 1),
+                                                    for k in cpu_after if k != "bench") / tenants, 1),
+        # Cores the operator and control plane got on average while the batch ran (2 = the whole machine).
+        "batch_cores_used": round(sum(cpu_after[k] - cpu_before.get(k, 0.0) for k in cpu_after if k != "bench")
+                                  / done_s, 2),
         "load_avg_1m_before_batch": load_before,
         "load_avg_1m_during_batch": {"min": round(min(batch_loads), 2), "max": round(max(batch_loads), 2),
                                      "samples_1s": [round(x, 2) for x in batch_loads]} if batch_loads else None,
