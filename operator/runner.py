@@ -24,7 +24,7 @@ PROGRESS_PREFIX = "operator.chorus.dev"  # kopf's retry wake-up annotation
 
 
 def configure(kopf_settings: kopf.OperatorSettings, settings: Settings, state: MemoryState) -> None:
-    """Tune kopf: its state in memory, explicit Events only, server-side child selectors."""
+    """Tune kopf: its state in memory, explicit Events only, no worker limit unless set."""
     kopf_settings.persistence.finalizer = "chorus.dev/finalizer"
     kopf_settings.persistence.progress_storage = state.progress
     kopf_settings.persistence.diffbase_storage = state.diffbase
