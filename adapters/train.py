@@ -47,8 +47,8 @@ class TrainConfig(BaseModel):
     flow_lr: float = Field(default=2e-4, gt=0, lt=1, description="learning rate for flow LoRA (lower: it diverges)")
     clip_norm: float = Field(default=1.0, gt=0, description="gradient norm clip for decoder LoRA")
     flow_clip_norm: float = Field(default=0.2, gt=0, description="gradient norm clip for flow LoRA")
-    pitch_path: Literal["resample", "psola", "world", "none"] = Field(
-        default="psola", description="how the fitted pitch factor is applied (chorus.adapters.pitch.PITCH_PATHS)")
+    pitch_path: Literal["auto", "resample", "psola", "world", "none"] = Field(
+        default="auto", description="how the fitted pitch factor is applied (chorus.adapters.pitch.PITCH_PATHS)")
     min_window_s: float = Field(default=1.0, gt=0.1, description="shortest decoder window")
     max_window_s: float = Field(default=2.0, gt=0.1, description="longest decoder window")
     context_frames: int = Field(default=32, ge=0, description="flow context frames either side of a window")
@@ -219,6 +219,6 @@ def train_adapter(dataset_dir: Path | str, cfg: TrainConfig | None = None, check
     bar.close()
     engine.eval()
     profile = VoiceProfile(pitch_factor=trainset.pitch_factor, length_scale=trainset.length_scale,
-                           pitch_method="resample" if cfg.pitch_path == "none" else cfg.pitch_path)
+                           pitch_method="resample" if trainset.pitch_path == "none" else trainset.pitch_path)
     return TrainResult(peft_model, profile, cfg, step, time.monotonic() - started, losses,
                        trainset.f0_base, trainset.f0_target)

@@ -75,8 +75,9 @@ def add_train(sub) -> None:
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--targets", default="decoder", help="LoRA module set: decoder or decoder+flow")
-    p.add_argument("--pitch-path", default="psola", choices=["resample", "psola", "world", "none"],
-                   help="apply the fitted pitch factor with TD-PSOLA (default), resampling or WORLD, or not at all")
+    p.add_argument("--pitch-path", default="auto", choices=["auto", "resample", "psola", "world", "none"],
+                   help="apply the fitted pitch factor by resampling or TD-PSOLA (auto: chosen from the measured "
+                   "formant ratio), WORLD, or not at all")
     p.add_argument("--adv-weight", type=float, default=0.0, help="adversarial loss weight (0: off)")
     p.add_argument("--fm-weight", type=float, default=0.0, help="feature-matching loss weight (0: off)")
     p.add_argument("--seed", type=int, default=0)

@@ -10,7 +10,8 @@ import soundfile as sf
 import torch
 
 from chorus.adapters.align import HOP, align_durations
-from chorus.adapters.pitch import PITCH_PATHS, from_model_domain, median_f0, to_model_domain
+from chorus.adapters.pitch import (PITCH_PATHS, choose_pitch_path, formant_ratio, from_model_domain, median_f0,
+                                    to_model_domain)
 from chorus.adapters.targets import espeak_phonemes, phoneme_ids
 from chorus.engine.vits import VitsModel
 from chorus.engine.voice import BaseVoice
@@ -39,6 +40,8 @@ class TrainSet:
     length_scale: float
     f0_base: float
     f0_target: float
+    pitch_path: str = "resample"  # the path used ("auto" resolved)
+    formant_ratio: float = float("nan")  # measured for "auto"
 
 
 def text_ids(text: str, voice: BaseVoice) -> list[int]:
@@ -72,7 +75,8 @@ def build_trainset(clips: list[tuple[str, np.ndarray, int]], model: VitsModel, v
     """Fit the profile (pitch factor, length scale) and align every clip in the model domain.
 
     `pitch_path` (chorus.adapters.pitch.PITCH_PATHS): "resample" trains on clips slowed by the pitch
-    factor, "psola"/"world" fit the factor but train on the clips as they are, "none" fixes it at 1.
+    factor, "psola"/"world" fit the factor but train on the clips as they are, "none" fixes it at 1,
+    "auto" measures the formant ratio and picks "resample" or "psola" (pitch.choose_pitch_path).
     """
     if pitch_path not in PITCH_PATHS:
         raise ValueError(f"unknown pitch path {pitch_path!r}; valid: {list(PITCH_PATHS)}")
@@ -86,6 +90,10 @@ def build_trainset(clips: list[tuple[str, np.ndarray, int]], model: VitsModel, v
     f0_base = median_f0([a for a, _ in base[:F0_CLIPS]], sr)
     f0_target = median_f0([a for _, a, _ in clips[:F0_CLIPS]], sr)
     r = f0_target / f0_base if pitch_path != "none" and np.isfinite(f0_target / f0_base) else 1.0
+    alpha = float("nan")
+    if pitch_path == "auto":
+        alpha = formant_ratio([a for _, a, _ in clips[:F0_CLIPS]], [a for a, _ in base[:F0_CLIPS]], sr)
+        pitch_path = choose_pitch_path(r, alpha)
     out, target_frames, base_frames = [], 0, 0
     for (text, audio, _), seq, (base_audio, base_dur) in zip(clips, ids, base):
         model_audio = to_model_domain(audio, sr, r) if pitch_path == "resample" else audio
@@ -95,7 +103,7 @@ def build_trainset(clips: list[tuple[str, np.ndarray, int]], model: VitsModel, v
         frames = int(durations.sum())
         out.append(TrainClip(text, torch.tensor(seq, dtype=torch.long), torch.from_numpy(durations),
                              torch.from_numpy(model_audio[: frames * HOP].copy())))
-    return TrainSet(out, float(r), target_frames / base_frames, f0_base, f0_target)
+    return TrainSet(out, float(r), target_frames / base_frames, f0_base, f0_target, pitch_path, alpha)
 
 
 __all__ = ["TrainClip", "TrainSet", "build_trainset", "from_model_domain", "load_clips", "render_deterministic",

@@ -4,8 +4,8 @@
 two WORLD transforms of the base voice and an espeak-ng voice), prepares each training folder, trains
 a LoRA adapter per voice and variant, writes each as an artifact with its manifest, evaluates it
 (similarity gap closed, median f0, WER, DNSMOS, gate) and prints one JSON line per run; results go to
-bench/results/adapt.{json,md,png}. Variants: `pitch` (resampling pitch path + fitted length scale, the
-default recipe), `plain` (no pitch path: the prototype's recipe) and `adv` (pitch path plus a
+bench/results/adapt.{json,md,png}. Variants: `auto` (the default recipe: resampling or TD-PSOLA pitch path
+chosen from the measured formant ratio, fitted length scale), `pitch` (resampling pitch path), `plain` (no pitch path: the prototype's recipe) and `adv` (pitch path plus a
 discriminator's adversarial and feature-matching losses), `world` (train as plain, apply the pitch factor
 with WORLD f0 shifting at synthesis: formants kept, vocoder artefacts added) and `world-adv`.
 """
@@ -26,7 +26,7 @@ import torch  # noqa: E402
 
 from bench.common import RESULTS_DIR, emit, machine_info, markdown_table, write_results  # noqa: E402
 
-VARIANTS = {"pitch": {"pitch_path": "resample"}, "plain": {"pitch_path": "none"},
+VARIANTS = {"auto": {"pitch_path": "auto"}, "pitch": {"pitch_path": "resample"}, "plain": {"pitch_path": "none"},
             "world": {"pitch_path": "world"},
             "psola": {"pitch_path": "psola"},
             "adv": {"pitch_path": "resample", "adv_weight": 0.2, "fm_weight": 1.0},
@@ -38,7 +38,7 @@ VARIANTS = {"pitch": {"pitch_path": "resample"}, "plain": {"pitch_path": "none"}
 
 COLUMNS = ["voice", "variant", "steps", "train_s", "sim_base", "sim_adapted", "sim_ceiling", "gap_closed",
            "f0_base", "f0_adapted", "f0_target", "wer_base", "wer_adapted", "dnsmos_base", "dnsmos_adapted",
-           "dnsmos_target", "adapter_kb", "pitch_factor", "length_scale", "gate"]
+           "dnsmos_target", "adapter_kb", "pitch_path", "pitch_factor", "formant_ratio", "length_scale", "gate"]
 
 
 def _targets(names: list[str]):
@@ -105,6 +105,7 @@ def run_voice(target, variants: list[str], work: Path, args, base_audio) -> list
                "wer_adapted": m.wer_adapted, "dnsmos_base": m.dnsmos_base, "dnsmos_adapted": m.dnsmos_adapted,
                "dnsmos_target": m.dnsmos_target, "adapter_kb": round(size / 1024, 1),
                "pitch_factor": result.profile.pitch_factor, "length_scale": result.profile.length_scale,
+               "pitch_path": trainset.pitch_path, "formant_ratio": trainset.formant_ratio,
                "gate": "pass" if gate.passed else "fail", "gate_reasons": gate.reasons,
                "final_loss": sum(result.losses[-50:]) / max(1, len(result.losses[-50:])), "artifact": str(out)}
         emit(row)
@@ -136,7 +137,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--plan", default="high:psola low:psola far:psola",
+    parser.add_argument("--plan", default="high:auto low:auto far:auto",
                         help=f"space-separated VOICE:VARIANT,... items; variants from {sorted(VARIANTS)}")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--minutes", type=float, default=7.0, help="training time cap per adapter")

@@ -9,7 +9,7 @@ import torch
 
 from chorus.adapters import lora
 from chorus.adapters.align import align_durations, boundary_error
-from chorus.adapters.pitch import from_model_domain, median_f0, to_model_domain
+from chorus.adapters.pitch import choose_pitch_path, formant_ratio, from_model_domain, median_f0, to_model_domain
 from chorus.adapters.psola import psola_shift
 from chorus.adapters.targets import HELDOUT_SENTENCES, WorldTarget, render_ids, world_transform
 from chorus.adapters.train import TrainConfig, train_adapter
@@ -90,6 +90,17 @@ def test_psola_moves_f0_and_keeps_length_and_formants(voice):
     smooth = np.ones(64) / 64
     env = [np.convolve(spectrum(x), smooth, mode="same")[:4000] for x in (audio, shifted, resampled)]
     assert np.abs(env[1] - env[0]).mean() < np.abs(env[2] - env[0]).mean()
+
+
+def test_formant_ratio_measured_and_pitch_path_chosen(voice):
+    base = [render_ids(text_ids(t, voice), voice, 1.0, 0.0, 0.0)[0] for t in HELDOUT_SENTENCES[3:5]]
+    target = [world_transform(a, SR, WorldTarget(name="t", f0_factor=1.0, formant_factor=1.12, tempo=1.0))
+              for a in base]
+    alpha = formant_ratio(target, base, SR)
+    assert abs(alpha - 1.12) <= 0.03, f"formant ratio {alpha:.2f}, expected 1.12"
+    assert abs(formant_ratio(base, base, SR) - 1.0) <= 0.01
+    assert choose_pitch_path(1.45, 1.10) == "psola"  # resampling would leave formants 24% too high
+    assert choose_pitch_path(0.82, 0.92) == "resample"  # formants move with pitch: resampling fits
 
 
 def test_config_rejects_bad_values():
