@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 from chorus.adapters.align import HOP, align_durations
 from chorus.adapters.pitch import (PITCH_PATHS, choose_pitch_path, formant_ratio, from_model_domain, median_f0,
                                     to_model_domain)
-from chorus.adapters.targets import espeak_phonemes, phoneme_ids
+from chorus.engine.frontend import Phonemizer, normalize_text, phonemes_to_ids
 from chorus.engine.vits import VitsModel
 from chorus.engine.voice import BaseVoice
 
@@ -44,9 +45,19 @@ class TrainSet:
     formant_ratio: float = float("nan")  # measured for "auto"
 
 
+@functools.lru_cache(maxsize=4)
+def _phonemizer(espeak_voice: str) -> Phonemizer:
+    return Phonemizer(espeak_voice)
+
+
 def text_ids(text: str, voice: BaseVoice) -> list[int]:
-    """Phoneme ids for a sentence (espeak-ng CLI phonemes, Piper's id layout)."""
-    return phoneme_ids(espeak_phonemes(text, voice.espeak_voice), voice.phoneme_id_map)
+    """Phoneme ids for a clip's transcript through the same front end that serves the voice.
+
+    One sequence for the whole clip (it is aligned to one recording): normalised text, espeak-ng
+    phonemes with Piper's clause punctuation, Piper's id layout.
+    """
+    phonemes = _phonemizer(voice.espeak_voice).phonemize(normalize_text(text))
+    return phonemes_to_ids(phonemes, voice.phoneme_id_map)
 
 
 @torch.no_grad()
