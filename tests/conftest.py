@@ -51,3 +51,60 @@ def unique_name(request) -> str:
     stem = "".join(ch if ch.isalnum() else "-" for ch in request.node.name.lower())
     stem = "-".join(part for part in stem.split("-") if part)[:33].strip("-") or "t"
     return f"{stem}-{uuid.uuid4().hex[:6]}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The base voice and engine (chorus.engine): loaded once per session. `model` is shared, so tests
+# must not change it in place (deepcopy first); modules that train override it with their own.
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def voice():
+    """The bundled base voice (chorus.engine.voice.BaseVoice)."""
+    from chorus.engine.voice import load_base_voice
+
+    return load_base_voice()
+
+
+@pytest.fixture(scope="session")
+def base_fp(voice) -> str:
+    """The base model's fingerprint, as adapter artifacts record it."""
+    return voice.fingerprint
+
+
+@pytest.fixture(scope="session")
+def model():
+    """The PyTorch VITS engine with the base weights, on 2 threads (read-only: deepcopy to change)."""
+    import torch
+
+    from chorus.engine.weights import load_vits_model
+
+    torch.set_num_threads(2)
+    return load_vits_model()
+
+
+# ---------------------------------------------------------------------------------------------
+# Object storage: one moto S3 server on a free loopback port per session, with dummy credentials
+# in the environment. Tests isolate themselves by fresh bucket names.
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """URL of a moto S3 server on 127.0.0.1 (a real S3 API for s3fs/boto3)."""
+    from moto.server import ThreadedMotoServer
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+            mp.delenv(var, raising=False)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        try:
+            yield f"http://{host}:{port}"
+        finally:
+            server.stop()

@@ -13,29 +13,8 @@ from chorus.adapters.dataset import DatasetConfig, prepare_dataset
 from chorus.adapters.registry import Registry, VersionExistsError
 from chorus.adapters.testartifacts import make_artifact, passing_quality
 from chorus.cli import main as chorus_main
-from chorus.engine.voice import load_base_voice
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    """A moto S3 server on a free loopback port, with dummy credentials in the environment."""
-    from moto.server import ThreadedMotoServer
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
-            mp.delenv(var, raising=False)
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        try:
-            yield f"http://{host}:{port}"
-        finally:
-            server.stop()
 
 
 @pytest.fixture
@@ -51,11 +30,6 @@ def bucket(s3_endpoint) -> str:
 @pytest.fixture
 def registry(s3_endpoint, bucket) -> Registry:
     return Registry(f"s3://{bucket}/adapters", {"client_kwargs": {"endpoint_url": s3_endpoint}})
-
-
-@pytest.fixture(scope="module")
-def base_fp() -> str:
-    return load_base_voice().fingerprint
 
 
 @pytest.fixture

@@ -10,14 +10,8 @@ import torch
 
 from chorus.adapters import artifact as A
 from chorus.adapters.testartifacts import TEST_DATASET_HASH, make_artifact, passing_quality, tiny_peft_model
-from chorus.engine.voice import load_base_voice
 
 OTHER_BASE = "f" * 64
-
-
-@pytest.fixture(scope="module")
-def base_fp() -> str:
-    return load_base_voice().fingerprint
 
 
 @pytest.fixture

@@ -177,26 +177,19 @@ def test_load_errors_name_the_source(tmp_path) -> None:
         A.load_audio(junk)
 
 
-def test_load_from_s3(speech: np.ndarray) -> None:
+def test_load_from_s3(speech: np.ndarray, s3_endpoint: str) -> None:
     """A real S3 API (moto's server in a thread) read through s3fs."""
     boto3 = pytest.importorskip("boto3")
-    from moto.server import ThreadedMotoServer
 
-    server = ThreadedMotoServer(port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        creds = {"aws_access_key_id": "test", "aws_secret_access_key": "test", "region_name": "us-east-1"}
-        boto3.client("s3", endpoint_url=endpoint, **creds).create_bucket(Bucket="voices")
-        opts = {"key": "test", "secret": "test", "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
-        A.save_audio("s3://voices/t1/clip.ogg", speech, SR, storage_options=opts)
-        audio, rate = A.load_audio("s3://voices/t1/clip.ogg", storage_options=opts)
-        assert rate == SR and audio.size == speech.size
-        with pytest.raises(A.AudioError, match="no such audio file: s3://voices/t1/missing.wav"):
-            A.load_audio("s3://voices/t1/missing.wav", storage_options=opts)
-    finally:
-        server.stop()
+    creds = {"aws_access_key_id": "test", "aws_secret_access_key": "test", "region_name": "us-east-1"}
+    bucket = f"voices-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_endpoint, **creds).create_bucket(Bucket=bucket)
+    opts = {"key": "test", "secret": "test", "client_kwargs": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}}
+    A.save_audio(f"s3://{bucket}/t1/clip.ogg", speech, SR, storage_options=opts)
+    audio, rate = A.load_audio(f"s3://{bucket}/t1/clip.ogg", storage_options=opts)
+    assert rate == SR and audio.size == speech.size
+    with pytest.raises(A.AudioError, match=f"no such audio file: s3://{bucket}/t1/missing.wav"):
+        A.load_audio(f"s3://{bucket}/t1/missing.wav", storage_options=opts)
 
 
 @pytest.mark.parametrize("fmt", ["wav", "pcm"])

@@ -15,8 +15,6 @@ from chorus.engine.frontend.ids import phonemes_to_ids
 from chorus.engine.frontend.phonemize import Phonemizer
 from chorus.engine.ort_adapters import AdapterError, read_adapter, write_adapter
 from chorus.engine.runtime_ort import OnnxRuntime, OrtSettings
-from chorus.engine.voice import load_base_voice
-from chorus.engine.weights import load_vits_model
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -25,17 +23,6 @@ SENTENCES = [
 ]
 OVERRIDDEN = ["dec.conv_pre.weight", "dec.resblocks.4.convs.1.weight", "dec.conv_post.weight",
               "flow.flows.2.enc.in_layers.1.weight", "flow.flows.6.post.weight"]
-
-
-@pytest.fixture(scope="module")
-def voice():
-    return load_base_voice()
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.set_num_threads(2)
-    return load_vits_model()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import pytest
 
 from chorus.engine.frontend import TextFrontEnd, normalize_text
-from chorus.engine.voice import load_base_voice
 
 piper_espeak = pytest.importorskip("piper.phonemize_espeak", reason="needs the piper-tts reference extra")
 from piper.phoneme_ids import phonemes_to_ids as piper_phonemes_to_ids  # noqa: E402
@@ -76,11 +75,6 @@ KNOWN_DIFFERENCES = {
     "When? What? Me?": (["wˌɛn?", "wˌʌt?", "mˈiː?"], ["wˈɛn?", "wˈʌt?", "mˌiː?"]),
     "Wait... what?! Really?": (["wˈeɪt, wˌʌt?", "ɹˈiəli?"], ["wˈeɪt, wˈʌt?", "ɹˈiəli?"]),
 }
-
-
-@pytest.fixture(scope="module")
-def voice():
-    return load_base_voice()
 
 
 @pytest.fixture(scope="module")

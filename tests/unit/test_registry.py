@@ -12,12 +12,6 @@ from chorus.adapters import artifact as A
 from chorus.adapters.registry import Registry, RegistryError, VersionExistsError, VersionNotFoundError
 from chorus.adapters.testartifacts import make_artifact, passing_quality
 from chorus.cli import main as chorus_main
-from chorus.engine.voice import load_base_voice
-
-
-@pytest.fixture(scope="module")
-def base_fp() -> str:
-    return load_base_voice().fingerprint
 
 
 @pytest.fixture

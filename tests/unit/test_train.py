@@ -14,14 +14,8 @@ from chorus.adapters.psola import psola_shift
 from chorus.adapters.targets import HELDOUT_SENTENCES, WorldTarget, render_ids, world_transform
 from chorus.adapters.train import TrainConfig, train_adapter
 from chorus.adapters.trainset import build_trainset, render_deterministic, text_ids
-from chorus.engine.voice import load_base_voice
 
 SR = 22050
-
-
-@pytest.fixture(scope="module")
-def voice():
-    return load_base_voice()
 
 
 @pytest.fixture(scope="module")

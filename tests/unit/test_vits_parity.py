@@ -13,8 +13,6 @@ import torch
 from piper import phonemize_espeak as piper_espeak
 from piper.phoneme_ids import phonemes_to_ids
 
-from chorus.engine.voice import load_base_voice
-from chorus.engine.weights import load_vits_model
 
 SENTENCES = [
     "Hello from Chorus, a multi-tenant speech platform.",
@@ -22,17 +20,6 @@ SENTENCES = [
     "Is it really forty-two degrees outside today?",
     "Doctor Smith paid three dollars for twelve apples on March third; she was not pleased.",
 ]
-
-
-@pytest.fixture(scope="module")
-def voice():
-    return load_base_voice()
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.set_num_threads(2)
-    return load_vits_model()
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from chorus.engine.voice import file_sha256, load_base_voice
+from chorus.engine.voice import file_sha256
 from chorus.engine.vits import VitsModel
 from chorus.engine.weights import (
     WeightImportError,
@@ -16,11 +16,6 @@ from chorus.engine.weights import (
     load_piper_state_dict,
     map_onnx_initializers,
 )
-
-
-@pytest.fixture(scope="module")
-def voice():
-    return load_base_voice()
 
 
 @pytest.fixture(scope="module")
