@@ -26,6 +26,8 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
+from chorus.settings import get_settings
+
 from .ort_adapters import AdapterError, conv_weight_keys, expose_weights
 from .vits import VitsModel
 from .vits.layers import sequence_mask
@@ -198,8 +200,7 @@ def _atomic_save(proto: onnx.ModelProto, path: Path) -> None:
 
 def onnx_cache_dir() -> Path:
     """Where exports are cached: ${CHORUS_CACHE:-~/.cache/chorus}/onnx."""
-    root = os.environ.get("CHORUS_CACHE") or Path.home() / ".cache" / "chorus"
-    return Path(root) / "onnx"
+    return get_settings().cache_dir("onnx")
 
 
 def cached_export(model: VitsModel, fingerprint: str, cache_dir: Path | None = None) -> OnnxExport:
