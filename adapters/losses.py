@@ -1,4 +1,5 @@
-"""Spectral training losses: L1 log-mel and multi-resolution STFT (spectral convergence + log magnitude)."""
+"""Spectral training losses: L1 log-mel, multi-resolution STFT (spectral convergence + log magnitude), and a
+pitch-blind spectral-envelope loss (liftered cepstrum)."""
 
 from __future__ import annotations
 
@@ -44,3 +45,30 @@ def stft_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         sc = torch.linalg.norm(t - p) / torch.linalg.norm(t).clamp_min(1e-7)
         total = total + sc + F.l1_loss(torch.log(p), torch.log(t))
     return total / len(STFT_RESOLUTIONS)
+
+
+ENVELOPE_FFT = 1024
+ENVELOPE_LIFTER = 40
+"""Cepstral coefficients kept for the envelope: quefrencies below 40 samples (1.8 ms at 22050 Hz) hold the
+formants and spectral tilt; a voice's pitch period (>= 2 ms up to 500 Hz) and its harmonics lie above."""
+
+
+def log_envelope(audio: torch.Tensor, n_fft: int = ENVELOPE_FFT, lifter: int = ENVELOPE_LIFTER) -> torch.Tensor:
+    """Smoothed log-magnitude spectral envelope [B, frames, n_fft // 2 + 1]: the low-quefrency cepstrum."""
+    log_mag = torch.log(_magnitude(audio, n_fft, n_fft // 4, n_fft)).transpose(1, 2)
+    cep = torch.fft.irfft(log_mag, n=n_fft)
+    keep = torch.zeros(n_fft, device=audio.device)
+    keep[:lifter] = 1.0
+    keep[n_fft - lifter + 1:] = 1.0
+    return torch.fft.rfft(cep * keep).real
+
+
+def envelope_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 distance of spectral envelopes, blind to pitch.
+
+    Latents come from the text path, so the decoder's pitch contour is the base voice's rendering and never
+    the target clip's exactly: where the harmonics of the two disagree, fine-resolution spectral losses
+    pull the decoder towards a smeared, buzzy average. The envelope (formants, tilt, loudness) carries the
+    timbre and ignores where the harmonics fall.
+    """
+    return F.l1_loss(log_envelope(pred), log_envelope(target))
