@@ -45,12 +45,22 @@ class AdaptedVoice:
                                 noise_scale=self.voice.noise_scale if noise_scale is None else noise_scale,
                                 length_scale=self.profile.length_scale,
                                 noise_w=self.voice.noise_w if noise_w is None else noise_w, generator=gen)
-        audio = out.audio[0, : int(out.audio_lengths[0])].numpy()
-        if self.profile.pitch_method == "psola":
-            return psola_shift(audio, self.voice.sample_rate, self.profile.pitch_factor)
-        if self.profile.pitch_method == "world":
-            return world_pitch_shift(audio, self.voice.sample_rate, self.profile.pitch_factor)
-        return from_model_domain(audio, self.voice.sample_rate, self.profile.pitch_factor)
+        return apply_profile(out.audio[0, : int(out.audio_lengths[0])].numpy(), self.voice.sample_rate, self.profile)
+
+
+def apply_profile(audio: np.ndarray, sample_rate: int, profile: VoiceProfile) -> np.ndarray:
+    """Move model-domain engine output to the voice's pitch and formants (chorus.adapters.pitch)."""
+    r = profile.pitch_factor
+    if profile.pitch_method == "psola":
+        return psola_shift(audio, sample_rate, r)
+    if profile.pitch_method == "world":
+        return world_pitch_shift(audio, sample_rate, r)
+    if profile.pitch_method == "split":
+        rho = profile.resample_factor
+        if abs(r / rho - 1.0) > 1e-6:
+            audio = psola_shift(audio, sample_rate, r / rho)
+        return from_model_domain(audio, sample_rate, rho)
+    return from_model_domain(audio, sample_rate, r)
 
 
 def load_adapted_voice(artifact_dir, expected_base_fingerprint: str | None = None) -> AdaptedVoice:

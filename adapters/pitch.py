@@ -1,11 +1,21 @@
-"""The voice profile's pitch path: a pitch factor applied by pure resampling (no vocoder artefacts).
+"""The voice profile's pitch path: the target's pitch (and, optionally, formant) ratio applied around the engine.
 
-VITS has no f0 input, and a LoRA on its decoder learns timbre but leaves pitch where the base voice
-has it. Playing audio faster by a factor r raises pitch and formants by r and shortens it by r; so a
-voice whose median f0 is r times the base voice's is synthesised with durations stretched by r and
-then resampled as if it were recorded at `sr * r` Hz (`from_model_domain`). Training happens in the
-"model domain": the target clips are slowed by r (`to_model_domain`), which brings their pitch to the
-base voice's, and the LoRA only learns the remaining timbre and formant difference.
+VITS has no f0 input: its latents come from the text path and carry the base voice's pitch, and a LoRA
+on the decoder learns timbre and formants but leaves pitch where it is. Two DSP moves give the profile
+an f0 path:
+- TD-PSOLA (chorus.adapters.psola) moves pitch alone, keeping duration and formants, with mild
+  artefacts that grow with the factor;
+- resampling by rho (play the audio as if recorded at `sr * rho` Hz) moves pitch AND formants by rho
+  and shortens the audio by rho, with no artefacts at all.
+Paths (PITCH_PATHS): "psola" (default) PSOLAs the output by the pitch factor r and leaves formants and
+timbre to the LoRA, which trains on clips whose f0 contour was moved onto the base model's own rendering
+(chorus.adapters.trainset); "split" resamples by the measured formant ratio alpha and PSOLAs by r / alpha
+(`split_factors`), so DSP also does the formants; "resample" resamples by r; "world" shifts f0 with the
+WORLD vocoder; "none" leaves pitch alone.
+
+Measured on the bench's high voice (f0 x1.4, formants x1.10; 12 held-out clips, bench/results/): the
+split path alone, without any LoRA, closes 60% of the speaker-similarity gap, and a LoRA trained on top
+of it does not add to that (41-57%); PSOLA + a LoRA trained on contour-matched clips closes 73-74%.
 """
 
 from __future__ import annotations
@@ -14,13 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-PITCH_PATHS = ("auto", "resample", "psola", "world", "none")
-"""How a voice's pitch factor is applied: resampling (training in the model domain), TD-PSOLA or WORLD
-f0 shifting of the output (formants kept, some artefacts added), or not at all; "auto" picks resample or
-psola from the measured pitch and formant ratios (choose_pitch_path)."""
+PITCH_PATHS = ("psola", "split", "resample", "world", "none")
+"""How a voice's pitch factor is applied (see above); the first is the default."""
 
 MIN_F0, MAX_F0 = 50.0, 500.0
 """pYIN search range (Hz)."""
+
+F0_HOP = 256
+"""pYIN frame hop in samples (the engine's frame: one f0 value per latent frame)."""
 
 
 def _pyworld():
@@ -52,11 +63,10 @@ def _pyin(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
     """pYIN f0 (Hz, NaN unvoiced) and frame times (s)."""
     import librosa
 
-    hop = 256
     f0, voiced, _ = librosa.pyin(np.asarray(audio, dtype=np.float32), fmin=MIN_F0, fmax=MAX_F0, sr=sample_rate,
-                                 frame_length=2048, hop_length=hop)
+                                 frame_length=2048, hop_length=F0_HOP)
     f0 = np.where(voiced, f0, np.nan)
-    return f0, np.arange(len(f0)) * hop / sample_rate
+    return f0, np.arange(len(f0)) * F0_HOP / sample_rate
 
 
 def f0_track(audio: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -72,9 +82,29 @@ def f0_track(audio: np.ndarray, sample_rate: int) -> np.ndarray:
 def f0_contour(audio: np.ndarray, sample_rate: int, times: np.ndarray) -> np.ndarray:
     """pYIN f0 sampled at `times` (s), 0 where unvoiced (the layout WORLD expects)."""
     f0, t = _pyin(audio, sample_rate)
-    idx = np.clip(np.round(times * sample_rate / 256).astype(int), 0, len(f0) - 1)
+    idx = np.clip(np.round(times * sample_rate / F0_HOP).astype(int), 0, len(f0) - 1)
     out = f0[idx]
     return np.where(np.isfinite(out), out, 0.0).astype(np.float64)
+
+
+def contour_factors(f0_from: np.ndarray, f0_to: np.ndarray, smooth: int = 5) -> np.ndarray:
+    """Per-frame factors that move contour `f0_from` onto `f0_to` (NaN = unvoiced in either).
+
+    Frames voiced in both get f0_to / f0_from, median-smoothed over `smooth` frames (pYIN's frame-to-frame
+    jitter is not pitch); the others take the nearest such frame's factor, so PSOLA does not jump where
+    voicing starts and ends. All ones when no frame is voiced in both.
+    """
+    n = min(len(f0_from), len(f0_to))
+    ratio = f0_to[:n] / f0_from[:n]
+    ok = np.flatnonzero(np.isfinite(ratio) & (ratio > 0))
+    if len(ok) == 0:
+        return np.ones(n)
+    ratio = np.interp(np.arange(n), ok, ratio[ok])  # nearest-ish fill between voiced frames
+    if smooth > 1:
+        from scipy.ndimage import median_filter
+
+        ratio = median_filter(ratio, size=smooth, mode="nearest")
+    return ratio
 
 
 def median_f0(clips: list[np.ndarray], sample_rate: int) -> float:
@@ -146,14 +176,19 @@ def formant_ratio(target: list[np.ndarray], base: list[np.ndarray], sample_rate:
     return best
 
 
-RESAMPLE_MARGIN = 0.05
-"""How much more formant shift (in |log ratio|) the resample path may leave to the LoRA than PSOLA's
-path and still be chosen: PSOLA adds some artefacts of its own (measured: low voice 81% gap closed with
-resampling, 60% with PSOLA; high voice -27% vs 55-64%)."""
+SNAP = 0.02
+"""A resample or PSOLA factor within 2% of 1 is dropped (its move is left to the LoRA): PSOLA at ~1.0 only adds
+artefacts, and a formant ratio that close is within the LTAS fit's precision."""
+
+MIN_RESAMPLE, MAX_RESAMPLE = 0.7, 1.5
+"""Bounds of the resampling factor (the formant ratio search range)."""
 
 
-def choose_pitch_path(pitch_factor: float, formants: float) -> str:
-    """'resample' when the formant shift left to the LoRA after resampling is about as small as without."""
-    after_resample = abs(np.log(formants / pitch_factor))
-    without = abs(np.log(formants))
-    return "resample" if after_resample <= without + RESAMPLE_MARGIN else "psola"
+def split_factors(pitch_factor: float, formants: float) -> tuple[float, float]:
+    """(resample factor rho, PSOLA factor) whose product is `pitch_factor`, rho taken from the formant ratio."""
+    rho = float(np.clip(formants, MIN_RESAMPLE, MAX_RESAMPLE)) if np.isfinite(formants) else 1.0
+    if abs(np.log(pitch_factor / rho)) < SNAP:
+        rho = pitch_factor
+    elif abs(np.log(rho)) < SNAP:
+        rho = 1.0
+    return rho, pitch_factor / rho

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from chorus.adapters.pitch import _pyin
+from chorus.adapters.pitch import F0_HOP, _pyin
 
 UNVOICED_STEP_S = 0.005
 """Grain spacing in unvoiced regions (copied unchanged)."""
@@ -36,14 +36,24 @@ def _analysis_marks(x: np.ndarray, period_at) -> tuple[np.ndarray, np.ndarray]:
     return np.array(marks), np.array(widths)
 
 
-def psola_shift(audio: np.ndarray, sample_rate: int, factor: float) -> np.ndarray:
-    """Multiply f0 by `factor` (duration and formants kept); float32 of the same length."""
+def psola_shift(audio: np.ndarray, sample_rate: int, factor: float | np.ndarray,
+                f0: np.ndarray | None = None) -> np.ndarray:
+    """Multiply f0 by `factor` (duration and formants kept); float32 of the same length.
+
+    `factor` is one number or one per pYIN frame (256 samples, as `f0`); `f0` (Hz, NaN or 0 unvoiced) saves
+    re-estimating the pitch when the caller has it.
+    """
     x = np.asarray(audio, dtype=np.float64)
-    if abs(factor - 1.0) < 1e-6 or len(x) == 0:
+    factors = np.atleast_1d(np.asarray(factor, dtype=np.float64))
+    if np.all(np.abs(factors - 1.0) < 1e-6) or len(x) == 0:
         return x.astype(np.float32)
-    f0, times = _pyin(audio, sample_rate)
-    hop = int(round(times[1] * sample_rate)) if len(times) > 1 else 256
+    if f0 is None:
+        f0, _ = _pyin(audio, sample_rate)
+    hop = F0_HOP
     f0 = np.where(np.isfinite(f0), f0, 0.0)
+
+    def factor_at(i: int) -> float:
+        return float(factors[min(int(round(i / hop)), len(factors) - 1)]) if len(factors) > 1 else float(factors[0])
 
     def period_at(i: int) -> int:
         f = f0[min(int(round(i / hop)), len(f0) - 1)]
@@ -72,6 +82,6 @@ def psola_shift(audio: np.ndarray, sample_rate: int, factor: float) -> np.ndarra
             win = window[lo - (c - w):hi - (c - w)]
             out[start:stop] += x[lo:hi] * win
             weight[start:stop] += win
-        s += period / factor if period else period_at.unvoiced
+        s += period / factor_at(i) if period else period_at.unvoiced
     # Grains overlap more densely when pitch goes up: normalise by the summed windows.
     return np.where(weight > 1e-3, out / np.maximum(weight, 1e-3), out).astype(np.float32)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from chorus.adapters import lora
 from chorus.adapters.align import HOP
 from chorus.adapters.discriminator import MultiResolutionDiscriminator, discriminator_loss, generator_losses
-from chorus.adapters.losses import mel_loss, stft_loss
+from chorus.adapters.losses import envelope_loss, mel_loss, stft_loss
 from chorus.adapters.trainset import TrainSet, build_trainset, load_clips
 from chorus.engine.voice import load_base_voice
 
@@ -38,23 +38,27 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     seed: int = Field(default=0, description="seed for clip, window and noise draws")
-    steps: int = Field(default=1500, ge=1, description="optimizer steps (hard cap)")
-    max_minutes: float = Field(default=8.0, gt=0, description="wall-clock cap on the training loop")
+    steps: int = Field(default=600, ge=1, description="optimizer steps; the learning-rate schedule spans them")
+    max_minutes: float = Field(default=9.0, gt=0, description="wall-clock cap on the training loop")
     rank: int = Field(default=8, ge=1, le=64, description="LoRA rank")
     alpha: float = Field(default=16.0, gt=0, description="LoRA alpha (scale = alpha / rank)")
     targets: Literal["decoder", "decoder+flow"] = Field(default="decoder", description="modules with LoRA")
-    lr: float = Field(default=2e-3, gt=0, lt=1, description="Adam learning rate for decoder LoRA")
+    lr: float = Field(default=1e-3, gt=0, lt=1, description="Adam learning rate for decoder LoRA")
     flow_lr: float = Field(default=2e-4, gt=0, lt=1, description="learning rate for flow LoRA (lower: it diverges)")
     clip_norm: float = Field(default=1.0, gt=0, description="gradient norm clip for decoder LoRA")
     flow_clip_norm: float = Field(default=0.2, gt=0, description="gradient norm clip for flow LoRA")
-    pitch_path: Literal["auto", "resample", "psola", "world", "none"] = Field(
-        default="auto", description="how the fitted pitch factor is applied (chorus.adapters.pitch.PITCH_PATHS)")
+    pitch_path: Literal["psola", "split", "resample", "world", "none"] = Field(
+        default="psola", description="how the fitted pitch factor is applied (chorus.adapters.pitch.PITCH_PATHS)")
+    target_pitch: Literal["contour", "median", "as-is"] = Field(
+        default="contour", description="where the path PSOLAs its output, bring the training clips' pitch to the "
+        "base voice's: its rendering's contour, its median, or not at all (chorus.adapters.trainset.TARGET_PITCH)")
     min_window_s: float = Field(default=1.0, gt=0.1, description="shortest decoder window")
     max_window_s: float = Field(default=2.0, gt=0.1, description="longest decoder window")
     context_frames: int = Field(default=32, ge=0, description="flow context frames either side of a window")
-    max_noise_scale: float = Field(default=0.5, ge=0, le=1.5, description="latent noise scale drawn in [0, this]")
+    max_noise_scale: float = Field(default=0.2, ge=0, le=1.5, description="latent noise scale drawn in [0, this]")
     mel_weight: float = Field(default=1.0, ge=0, description="weight of the L1 log-mel loss")
     stft_weight: float = Field(default=1.0, ge=0, description="weight of the multi-resolution STFT loss")
+    envelope_weight: float = Field(default=0.0, ge=0, description="weight of the pitch-blind spectral-envelope loss")
     adv_weight: float = Field(default=0.0, ge=0, description="weight of the adversarial loss (0: no discriminator)")
     fm_weight: float = Field(default=0.0, ge=0, description="weight of the discriminator feature-matching loss")
     disc_lr: float = Field(default=2e-4, gt=0, lt=1, description="discriminator learning rate")
@@ -65,8 +69,8 @@ class TrainConfig(BaseModel):
     def _windows(self) -> "TrainConfig":
         if self.max_window_s < self.min_window_s:
             raise ValueError(f"max_window_s {self.max_window_s} is below min_window_s {self.min_window_s}")
-        if self.mel_weight == 0 and self.stft_weight == 0:
-            raise ValueError("mel_weight and stft_weight are both 0: nothing to train on")
+        if self.mel_weight == 0 and self.stft_weight == 0 and self.envelope_weight == 0:
+            raise ValueError("mel_weight, stft_weight and envelope_weight are all 0: nothing to train on")
         return self
 
 
@@ -76,8 +80,18 @@ class VoiceProfile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     pitch_factor: float = Field(default=1.0, gt=0.25, lt=4.0, description="pitch factor r (target / base median f0)")
-    pitch_method: Literal["resample", "psola", "world"] = Field(default="resample", description="how r is applied")
+    pitch_method: Literal["split", "resample", "psola", "world"] = Field(
+        default="resample", description="how r is applied (chorus.adapters.pitch.PITCH_PATHS)")
+    resample_factor: float = Field(
+        default=1.0, gt=0.25, lt=4.0, description="split path: resample by this (formants and pitch), PSOLA the rest")
     length_scale: float = Field(default=1.0, gt=0.2, lt=5.0, description="model-domain length scale")
+
+
+def profile_of(trainset: TrainSet) -> VoiceProfile:
+    """The voice profile fitted with a training set (what synthesis applies around the engine)."""
+    return VoiceProfile(pitch_factor=trainset.pitch_factor, length_scale=trainset.length_scale,
+                        pitch_method="resample" if trainset.pitch_path == "none" else trainset.pitch_path,
+                        resample_factor=trainset.resample_factor)
 
 
 @dataclass
@@ -160,7 +174,7 @@ def train_adapter(dataset_dir: Path | str, cfg: TrainConfig | None = None, check
     voice = load_base_voice()
     model = load_vits_model(voice)
     if trainset is None:
-        trainset = build_trainset(load_clips(dataset_dir), model, voice, cfg.pitch_path)
+        trainset = build_trainset(load_clips(dataset_dir), model, voice, cfg.pitch_path, cfg.target_pitch)
     priors = _priors(model, trainset)
     peft_model = lora.add_lora(model, cfg.targets, cfg.rank, cfg.alpha)
     engine = lora.engine_of(peft_model)
@@ -195,7 +209,13 @@ def train_adapter(dataset_dir: Path | str, cfg: TrainConfig | None = None, check
     while step < cfg.steps and time.monotonic() - started < cfg.max_minutes * 60:
         i = int(torch.multinomial(weights, 1, generator=gen))
         pred, target = _window(engine, priors[i], trainset.clips[i], cfg, gen, voice.sample_rate)
-        loss = cfg.mel_weight * mel_loss(pred, target, voice.sample_rate) + cfg.stft_weight * stft_loss(pred, target)
+        loss = pred.new_zeros(())
+        if cfg.mel_weight:
+            loss = loss + cfg.mel_weight * mel_loss(pred, target, voice.sample_rate)
+        if cfg.stft_weight:
+            loss = loss + cfg.stft_weight * stft_loss(pred, target)
+        if cfg.envelope_weight:
+            loss = loss + cfg.envelope_weight * envelope_loss(pred, target)
         if disc is not None:
             disc[1].zero_grad(set_to_none=True)
             discriminator_loss(disc[0], target, pred).backward()
@@ -218,7 +238,5 @@ def train_adapter(dataset_dir: Path | str, cfg: TrainConfig | None = None, check
             on_step(step, losses[-1])
     bar.close()
     engine.eval()
-    profile = VoiceProfile(pitch_factor=trainset.pitch_factor, length_scale=trainset.length_scale,
-                           pitch_method="resample" if trainset.pitch_path == "none" else trainset.pitch_path)
-    return TrainResult(peft_model, profile, cfg, step, time.monotonic() - started, losses,
+    return TrainResult(peft_model, profile_of(trainset), cfg, step, time.monotonic() - started, losses,
                        trainset.f0_base, trainset.f0_target)

@@ -11,8 +11,9 @@ import soundfile as sf
 import torch
 
 from chorus.adapters.align import HOP, align_durations
-from chorus.adapters.pitch import (PITCH_PATHS, choose_pitch_path, formant_ratio, from_model_domain, median_f0,
-                                    to_model_domain)
+from chorus.adapters.pitch import (PITCH_PATHS, _pyin, contour_factors, formant_ratio, from_model_domain,
+                                    median_f0, split_factors, to_model_domain)
+from chorus.adapters.psola import psola_shift
 from chorus.engine.frontend import Phonemizer, normalize_text, phonemes_to_ids
 from chorus.engine.vits import VitsModel
 from chorus.engine.voice import BaseVoice
@@ -41,8 +42,9 @@ class TrainSet:
     length_scale: float
     f0_base: float
     f0_target: float
-    pitch_path: str = "resample"  # the path used ("auto" resolved)
-    formant_ratio: float = float("nan")  # measured for "auto"
+    pitch_path: str = "resample"  # the path used
+    formant_ratio: float = float("nan")  # measured for "split"
+    resample_factor: float = 1.0  # the part of pitch_factor applied by resampling; the rest by PSOLA/WORLD
 
 
 @functools.lru_cache(maxsize=4)
@@ -81,16 +83,43 @@ def load_clips(root: Path | str) -> list[tuple[str, np.ndarray, int]]:
     return out
 
 
-def build_trainset(clips: list[tuple[str, np.ndarray, int]], model: VitsModel, voice: BaseVoice,
-                   pitch_path: str = "resample") -> TrainSet:
-    """Fit the profile (pitch factor, length scale) and align every clip in the model domain.
+TARGET_PITCH = ("contour", "median", "as-is")
+"""How training clips' pitch is brought to the base voice's where the path PSOLAs the output: "contour" moves
+each clip's f0 contour onto the base model's own rendering of it (text, aligned durations, no noise),
+"median" shifts it by the constant pitch factor, "as-is" leaves it."""
 
-    `pitch_path` (chorus.adapters.pitch.PITCH_PATHS): "resample" trains on clips slowed by the pitch
-    factor, "psola"/"world" fit the factor but train on the clips as they are, "none" fixes it at 1,
-    "auto" measures the formant ratio and picks "resample" or "psola" (pitch.choose_pitch_path).
+
+@torch.no_grad()
+def render_aligned(model: VitsModel, ids: torch.Tensor, durations: torch.Tensor) -> np.ndarray:
+    """The base model's noise-free audio for ids held to the given per-phoneme durations (frames)."""
+    enc = model.encode_text(ids.unsqueeze(0), torch.tensor([len(ids)]))
+    prior = model.expand_prior(enc.m_p, enc.logs_p, durations.unsqueeze(0))
+    z = model.flow_reverse(prior.m_p, prior.y_mask)
+    return model.decode(z, prior.y_mask)[0].numpy()
+
+
+def transplant_contour(audio: np.ndarray, reference: np.ndarray, sample_rate: int) -> np.ndarray:
+    """PSOLA `audio` so its f0 contour follows `reference`'s frame by frame (same length, same timing)."""
+    f0_audio, _ = _pyin(audio, sample_rate)
+    f0_ref, _ = _pyin(reference, sample_rate)
+    return psola_shift(audio, sample_rate, contour_factors(f0_audio, f0_ref), f0=f0_audio)
+
+
+def build_trainset(clips: list[tuple[str, np.ndarray, int]], model: VitsModel, voice: BaseVoice,
+                   pitch_path: str = "psola", target_pitch: str = "contour") -> TrainSet:
+    """Fit the profile (pitch factor, formant ratio, length scale) and align every clip in the model domain.
+
+    `pitch_path` (chorus.adapters.pitch.PITCH_PATHS): "split" measures the formant ratio
+    alpha and slows the clips by it; "resample" slows them by the pitch factor r; "world" and "psola"
+    leave their timing; "none" fixes r at 1. Where the path PSOLAs its output (split, psola), the clips'
+    pitch is then brought to the base voice's as `target_pitch` (TARGET_PITCH) says -- by default
+    contour by contour, so that the decoder, whose latents come from the base voice's text path and
+    carry its pitch, is compared with target audio whose harmonics fall where its own do.
     """
     if pitch_path not in PITCH_PATHS:
         raise ValueError(f"unknown pitch path {pitch_path!r}; valid: {list(PITCH_PATHS)}")
+    if target_pitch not in TARGET_PITCH:
+        raise ValueError(f"unknown target pitch mode {target_pitch!r}; valid: {list(TARGET_PITCH)}")
     sr = voice.sample_rate
     for text, _, clip_sr in clips:
         if clip_sr != sr:
@@ -101,20 +130,30 @@ def build_trainset(clips: list[tuple[str, np.ndarray, int]], model: VitsModel, v
     f0_base = median_f0([a for a, _ in base[:F0_CLIPS]], sr)
     f0_target = median_f0([a for _, a, _ in clips[:F0_CLIPS]], sr)
     r = f0_target / f0_base if pitch_path != "none" and np.isfinite(f0_target / f0_base) else 1.0
-    alpha = float("nan")
-    if pitch_path == "auto":
+    alpha, rho, shift = float("nan"), 1.0, 1.0  # formant ratio, resample factor, PSOLA factor
+    if pitch_path == "split":
         alpha = formant_ratio([a for _, a, _ in clips[:F0_CLIPS]], [a for a, _ in base[:F0_CLIPS]], sr)
-        pitch_path = choose_pitch_path(r, alpha)
+        rho, shift = split_factors(r, alpha)
+    elif pitch_path == "resample":
+        rho = r
+    elif pitch_path == "psola":
+        shift = r
+    psola_output = pitch_path in ("split", "psola") and shift != 1.0
     out, target_frames, base_frames = [], 0, 0
     for (text, audio, _), seq, (base_audio, base_dur) in zip(clips, ids, base):
-        model_audio = to_model_domain(audio, sr, r) if pitch_path == "resample" else audio
+        model_audio = to_model_domain(audio, sr, rho)
+        if psola_output and target_pitch == "median":
+            model_audio = psola_shift(model_audio, sr, 1.0 / shift)
         durations = align_durations(base_audio, base_dur, model_audio, sr)
         target_frames += int(durations.sum())
         base_frames += int(base_dur.sum())
         frames = int(durations.sum())
-        out.append(TrainClip(text, torch.tensor(seq, dtype=torch.long), torch.from_numpy(durations),
-                             torch.from_numpy(model_audio[: frames * HOP].copy())))
-    return TrainSet(out, float(r), target_frames / base_frames, f0_base, f0_target, pitch_path, alpha)
+        seq_t, dur_t = torch.tensor(seq, dtype=torch.long), torch.from_numpy(durations)
+        model_audio = model_audio[: frames * HOP]
+        if psola_output and target_pitch == "contour":
+            model_audio = transplant_contour(model_audio, render_aligned(model, seq_t, dur_t), sr)
+        out.append(TrainClip(text, seq_t, dur_t, torch.from_numpy(np.ascontiguousarray(model_audio, dtype=np.float32))))
+    return TrainSet(out, float(r), target_frames / base_frames, f0_base, f0_target, pitch_path, alpha, float(rho))
 
 
 __all__ = ["TrainClip", "TrainSet", "build_trainset", "from_model_domain", "load_clips", "render_deterministic",

@@ -1,5 +1,6 @@
-"""Adapter training: DTW alignment against known durations, the resampling pitch path, LoRA training that
-changes the output, deterministic resume after an interruption, save -> reload -> identical output."""
+"""Adapter training: DTW alignment against known durations, the pitch paths (resampling, PSOLA, split),
+LoRA training that changes the output, deterministic resume after an interruption, save -> reload ->
+identical output."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import torch
 
 from chorus.adapters import lora
 from chorus.adapters.align import align_durations, boundary_error
-from chorus.adapters.pitch import choose_pitch_path, formant_ratio, from_model_domain, median_f0, to_model_domain
+from chorus.adapters.adapted import apply_profile
+from chorus.adapters.pitch import _pyin, formant_ratio, from_model_domain, median_f0, split_factors, to_model_domain
 from chorus.adapters.psola import psola_shift
 from chorus.adapters.targets import HELDOUT_SENTENCES, WorldTarget, render_ids, world_transform
-from chorus.adapters.train import TrainConfig, train_adapter
-from chorus.adapters.trainset import build_trainset, render_deterministic, text_ids
+from chorus.adapters.train import TrainConfig, VoiceProfile, train_adapter
+from chorus.adapters.trainset import build_trainset, render_aligned, render_deterministic, text_ids
 
 SR = 22050
 
@@ -86,15 +88,54 @@ def test_psola_moves_f0_and_keeps_length_and_formants(voice):
     assert np.abs(env[1] - env[0]).mean() < np.abs(env[2] - env[0]).mean()
 
 
-def test_formant_ratio_measured_and_pitch_path_chosen(voice):
+def test_formant_ratio_measured_and_split_factors(voice):
     base = [render_ids(text_ids(t, voice), voice, 1.0, 0.0, 0.0)[0] for t in HELDOUT_SENTENCES[3:5]]
     target = [world_transform(a, SR, WorldTarget(name="t", f0_factor=1.0, formant_factor=1.12, tempo=1.0))
               for a in base]
     alpha = formant_ratio(target, base, SR)
     assert abs(alpha - 1.12) <= 0.03, f"formant ratio {alpha:.2f}, expected 1.12"
     assert abs(formant_ratio(base, base, SR) - 1.0) <= 0.01
-    assert choose_pitch_path(1.45, 1.10) == "psola"  # resampling would leave formants 24% too high
-    assert choose_pitch_path(0.82, 0.92) == "resample"  # formants move with pitch: resampling fits
+    rho, shift = split_factors(1.45, 1.10)  # formants move less than pitch: resample by 1.10, PSOLA the rest
+    assert rho == pytest.approx(1.10) and rho * shift == pytest.approx(1.45)
+    assert split_factors(0.82, 0.83) == (0.82, 1.0)  # formants move with pitch: resampling alone
+    assert split_factors(1.3, 1.01) == (1.0, 1.3)  # formants stay: PSOLA alone
+    assert split_factors(1.2, float("nan")) == (1.0, 1.2)
+    assert split_factors(3.0, 1.9)[0] == 1.5  # resampling bounded to the formant search range
+
+
+@pytest.mark.parametrize("path", ["psola", "split"])
+def test_pitch_path_trains_on_the_base_contour_and_synthesises_at_target_pitch(model, voice, path):
+    """Training clips are brought to the base rendering's pitch contour; synthesis moves output to the target's."""
+    target = WorldTarget(name="t", f0_factor=1.4, formant_factor=1.1, tempo=1.0)
+    clips = []
+    for text in HELDOUT_SENTENCES[:2]:
+        audio, _ = render_ids(text_ids(text, voice), voice, 1.0, 0.3, 0.3)
+        clips.append((text, world_transform(audio, SR, target), SR))
+    ts = build_trainset(clips, model, voice, pitch_path=path)  # target_pitch="contour"
+    assert ts.pitch_path == path
+    assert 1.05 <= ts.resample_factor <= 1.15 if path == "split" else ts.resample_factor == 1.0
+    assert abs(ts.pitch_factor / 1.4 - 1) < 0.06
+    for clip in ts.clips:
+        # Frame by frame, the clip's pitch now follows the base model's rendering at the same durations.
+        f0_clip, _ = _pyin(clip.audio.numpy(), SR)
+        f0_render, _ = _pyin(render_aligned(model, clip.ids, clip.durations), SR)
+        both = np.isfinite(f0_clip) & np.isfinite(f0_render)
+        assert both.mean() > 0.3  # enough frames voiced in both to compare
+        err = np.median(np.abs(np.log(f0_clip[both] / f0_render[both])))
+        assert err < 0.04, f"median contour error {err:.3f} (log f0)"
+    raw = build_trainset(clips, model, voice, pitch_path=path, target_pitch="as-is")
+    base_f0 = median_f0([render_deterministic(model, c.ids.tolist())[0] for c in raw.clips], SR)
+    raw_f0 = median_f0([c.audio.numpy() for c in raw.clips], SR)
+    assert abs(raw_f0 / base_f0 - raw.pitch_factor / raw.resample_factor) < 0.08  # only resampled, if at all
+    # Synthesis: PSOLA by r / rho, then resample by rho (1 for psola) -> f0 x r, duration / rho.
+    rho = 1.1 if path == "split" else 1.0
+    audio = [render_deterministic(model, text_ids(t, voice))[0] for t in HELDOUT_SENTENCES[1:4:2]]
+    profile = VoiceProfile(pitch_factor=1.4, pitch_method=path, resample_factor=rho)
+    out = [apply_profile(a, SR, profile) for a in audio]
+    assert all(abs(len(o) - len(a) / rho) <= 2 for o, a in zip(out, audio))
+    ratio = median_f0(out, SR) / median_f0(audio, SR)
+    # Medians of two short sentences move by a semitone or so (pYIN on PSOLA output); the gate allows 10%.
+    assert abs(ratio / 1.4 - 1) < 0.08, f"f0 ratio {ratio:.3f}, expected 1.4"
 
 
 def test_config_rejects_bad_values():
