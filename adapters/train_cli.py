@@ -15,9 +15,8 @@ def _train(args: argparse.Namespace) -> int:
     from chorus.adapters.train import TrainConfig, train_adapter
     from chorus.engine.voice import load_base_voice
 
-    cfg = TrainConfig(seed=args.seed, steps=args.steps, max_minutes=args.minutes, rank=args.rank, lr=args.lr,
-                      targets=args.targets, pitch_path=args.pitch_path, adv_weight=args.adv_weight,
-                      fm_weight=args.fm_weight, threads=args.threads, checkpoint_every=args.checkpoint_every)
+    given = {field: getattr(args, attr) for attr, field in CONFIG_ARGS.items() if getattr(args, attr) is not None}
+    cfg = TrainConfig(**given)
     dataset = load_prepared(args.dataset)
     checkpoints = args.checkpoint_dir or Path(args.out).with_name(Path(args.out).name + ".checkpoints")
     result = train_adapter(args.dataset, cfg, checkpoint_dir=checkpoints)
@@ -62,27 +61,42 @@ def _eval(args: argparse.Namespace) -> int:
     return _evaluate(args.artifact, args.heldout, None, args.json)
 
 
+CONFIG_ARGS = {"seed": "seed", "steps": "steps", "minutes": "max_minutes", "rank": "rank", "lr": "lr",
+               "targets": "targets", "pitch_path": "pitch_path", "adv_weight": "adv_weight", "fm_weight": "fm_weight",
+               "threads": "threads", "checkpoint_every": "checkpoint_every"}
+"""`chorus adapter train` option (argparse dest) -> TrainConfig field; an option not given keeps the field's default."""
+
+
+def _default(field: str) -> str:
+    from chorus.adapters.train import TrainConfig
+
+    return f" (default {TrainConfig.model_fields[field].default})"
+
+
 def add_train(sub) -> None:
     """`chorus adapter train DATASET OUT`."""
+    from chorus.adapters.pitch import PITCH_PATHS
+
     p = sub.add_parser("train", help="train a LoRA voice adapter from a prepared dataset into an artifact directory")
     p.add_argument("dataset", help="prepared dataset directory (from `chorus adapter prepare`)")
     p.add_argument("out", help="artifact directory to write")
     p.add_argument("--tenant", required=True)
     p.add_argument("--voice", required=True)
     p.add_argument("--heldout", help="held-out clips (prepared dataset or metadata.csv folder): evaluate and gate")
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--minutes", type=float, default=8.0, help="training time cap")
-    p.add_argument("--rank", type=int, default=8)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--targets", default="decoder", help="LoRA module set: decoder or decoder+flow")
-    p.add_argument("--pitch-path", default="auto", choices=["auto", "resample", "psola", "world", "none"],
-                   help="apply the fitted pitch factor by resampling or TD-PSOLA (auto: chosen from the measured "
-                   "formant ratio), WORLD, or not at all")
-    p.add_argument("--adv-weight", type=float, default=0.0, help="adversarial loss weight (0: off)")
-    p.add_argument("--fm-weight", type=float, default=0.0, help="feature-matching loss weight (0: off)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--steps", type=int, help="optimizer steps" + _default("steps"))
+    p.add_argument("--minutes", type=float, help="training time cap" + _default("max_minutes"))
+    p.add_argument("--rank", type=int, help="LoRA rank" + _default("rank"))
+    p.add_argument("--lr", type=float, help="learning rate" + _default("lr"))
+    p.add_argument("--targets", choices=["decoder", "decoder+flow"], help="LoRA module set" + _default("targets"))
+    p.add_argument("--pitch-path", choices=PITCH_PATHS,
+                   help="how the fitted pitch factor is applied: psola = TD-PSOLA on the output (the LoRA learns "
+                   "timbre and formants), split = resample by the formant ratio and PSOLA the rest, resample, "
+                   "world, none" + _default("pitch_path"))
+    p.add_argument("--adv-weight", type=float, help="adversarial loss weight, 0 = off" + _default("adv_weight"))
+    p.add_argument("--fm-weight", type=float, help="feature-matching loss weight, 0 = off" + _default("fm_weight"))
+    p.add_argument("--seed", type=int, help="seed" + _default("seed"))
+    p.add_argument("--threads", type=int, help="torch CPU threads" + _default("threads"))
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints" + _default("checkpoint_every"))
     p.add_argument("--checkpoint-dir", help="default OUT.checkpoints; an interrupted run resumes from it")
     p.add_argument("--json", action="store_true", help="print the evaluation as JSON")
     p.set_defaults(func=_train)
