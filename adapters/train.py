@@ -10,7 +10,6 @@ every `checkpoint_every` steps and resumes from the latest one; stops at `steps`
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from chorus.adapters.discriminator import MultiResolutionDiscriminator, discrimi
 from chorus.adapters.losses import envelope_loss, mel_loss, stft_loss
 from chorus.adapters.trainset import TrainSet, build_trainset, load_clips
 from chorus.engine.voice import load_base_voice
+from chorus.files import atomic_write
 
 CHECKPOINT_FILE = "checkpoint.pt"
 RESUMABLE_CHANGES = {"steps", "max_minutes", "checkpoint_every", "threads"}
@@ -47,8 +47,8 @@ class TrainConfig(BaseModel):
     flow_lr: float = Field(default=2e-4, gt=0, lt=1, description="learning rate for flow LoRA (lower: it diverges)")
     clip_norm: float = Field(default=1.0, gt=0, description="gradient norm clip for decoder LoRA")
     flow_clip_norm: float = Field(default=0.2, gt=0, description="gradient norm clip for flow LoRA")
-    pitch_path: Literal["psola", "split", "resample", "world", "none"] = Field(
-        default="psola", description="how the fitted pitch factor is applied (chorus.adapters.pitch.PITCH_PATHS)")
+    pitch_path: Literal["auto", "psola", "resample", "split", "world", "none"] = Field(
+        default="auto", description="how the fitted pitch factor is applied (chorus.adapters.pitch.PITCH_PATHS)")
     target_pitch: Literal["contour", "median", "as-is"] = Field(
         default="contour", description="where the path PSOLAs its output, bring the training clips' pitch to the "
         "base voice's: its rendering's contour, its median, or not at all (chorus.adapters.trainset.TARGET_PITCH)")
@@ -153,13 +153,11 @@ def _window(model, prior, clip, cfg: TrainConfig, gen: torch.Generator, sr: int)
 
 def _save_checkpoint(path: Path, cfg: TrainConfig, step: int, seconds: float, peft_model, opt, gen, losses,
                      disc=None) -> None:
-    tmp = path.with_suffix(".tmp")
     state = {"config": cfg.model_dump(), "step": step, "seconds": seconds, "lora": lora.lora_state(peft_model),
              "opt": opt.state_dict(), "gen": gen.get_state(), "losses": losses}
     if disc is not None:
         state["disc"], state["disc_opt"] = disc[0].state_dict(), disc[1].state_dict()
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def train_adapter(dataset_dir: Path | str, cfg: TrainConfig | None = None, checkpoint_dir: Path | str | None = None,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
+from chorus.files import atomic_write
 from chorus.settings import get_settings
 
 from .ort_adapters import AdapterError, conv_weight_keys, expose_weights
@@ -174,7 +174,7 @@ def _export(model: VitsModel, directory: Path, stem: str) -> OnnxExport:
         for proto, path in ((text, paths.text), (audio, paths.audio)):
             proto.producer_name, proto.producer_version = "chorus", EXPORTER_VERSION
             onnx.checker.check_model(proto)
-            _atomic_save(proto, path)
+            atomic_write(path, lambda tmp, proto=proto: onnx.save(proto, tmp))
     return paths
 
 
@@ -185,17 +185,6 @@ def _check_overridable(keys: dict[str, str], model: VitsModel) -> None:
     missing = sorted(expected - set(keys.values()))
     if missing:
         raise AdapterError(f"export lost the overridable weights {missing[:5]} ({len(missing)} of {len(expected)})")
-
-
-def _atomic_save(proto: onnx.ModelProto, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
-    os.close(fd)
-    try:
-        onnx.save(proto, tmp)
-        os.replace(tmp, path)  # concurrent loaders never see a partial file
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def onnx_cache_dir() -> Path:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ import torch
 from onnx import numpy_helper
 from safetensors.torch import load_file, save_file
 
+from chorus.files import atomic_write
 from chorus.settings import get_settings
 
 from .vits import VitsHParams, VitsModel
@@ -136,22 +135,11 @@ def load_piper_state_dict(onnx_path: Path | str, fingerprint: str | None = None,
         return state
     state = import_piper_onnx(onnx_path, hp)
     try:
-        _write_cache(state, cache_path, {"source": str(onnx_path), "sha256": fingerprint})
+        atomic_write(cache_path, lambda tmp: save_file(state, tmp, metadata={"source": str(onnx_path),
+                                                                            "sha256": fingerprint}))
     except OSError as exc:  # e.g. a read-only file system in a container: work on, just slower next time
         log.warning("could not cache imported weights in %s: %s", cache_path, exc)
     return state
-
-
-def _write_cache(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=metadata)
-        os.replace(tmp, path)  # atomic: concurrent loaders never see a partial file
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def load_vits_model(voice: BaseVoice | None = None, hp: VitsHParams | None = None,
