@@ -90,8 +90,9 @@ def add_train(sub) -> None:
     p.add_argument("--targets", choices=["decoder", "decoder+flow"], help="LoRA module set" + _default("targets"))
     p.add_argument("--pitch-path", choices=PITCH_PATHS,
                    help="how the fitted pitch factor is applied: psola = TD-PSOLA on the output (the LoRA learns "
-                   "timbre and formants), split = resample by the formant ratio and PSOLA the rest, resample, "
-                   "world, none" + _default("pitch_path"))
+                   "timbre and formants), resample = play faster (pitch and formants move together), auto = "
+                   "one of those two from the measured formant ratio, split = resample by the formant ratio "
+                   "and PSOLA the rest, world, none" + _default("pitch_path"))
     p.add_argument("--adv-weight", type=float, help="adversarial loss weight, 0 = off" + _default("adv_weight"))
     p.add_argument("--fm-weight", type=float, help="feature-matching loss weight, 0 = off" + _default("fm_weight"))
     p.add_argument("--seed", type=int, help="seed" + _default("seed"))

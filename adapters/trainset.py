@@ -11,8 +11,8 @@ import soundfile as sf
 import torch
 
 from chorus.adapters.align import HOP, align_durations
-from chorus.adapters.pitch import (PITCH_PATHS, _pyin, contour_factors, formant_ratio, from_model_domain,
-                                    median_f0, split_factors, to_model_domain)
+from chorus.adapters.pitch import (PITCH_PATHS, _pyin, choose_pitch_path, contour_factors, formant_ratio,
+                                    from_model_domain, median_f0, split_factors, to_model_domain)
 from chorus.adapters.psola import psola_shift
 from chorus.engine.frontend import Phonemizer, normalize_text, phonemes_to_ids
 from chorus.engine.vits import VitsModel
@@ -43,7 +43,7 @@ class TrainSet:
     f0_base: float
     f0_target: float
     pitch_path: str = "resample"  # the path used
-    formant_ratio: float = float("nan")  # measured for "split"
+    formant_ratio: float = float("nan")  # measured for "auto" and "split"
     resample_factor: float = 1.0  # the part of pitch_factor applied by resampling; the rest by PSOLA/WORLD
 
 
@@ -106,10 +106,11 @@ def transplant_contour(audio: np.ndarray, reference: np.ndarray, sample_rate: in
 
 
 def build_trainset(clips: list[tuple[str, np.ndarray, int]], model: VitsModel, voice: BaseVoice,
-                   pitch_path: str = "psola", target_pitch: str = "contour") -> TrainSet:
+                   pitch_path: str = "auto", target_pitch: str = "contour") -> TrainSet:
     """Fit the profile (pitch factor, formant ratio, length scale) and align every clip in the model domain.
 
-    `pitch_path` (chorus.adapters.pitch.PITCH_PATHS): "split" measures the formant ratio
+    `pitch_path` (chorus.adapters.pitch.PITCH_PATHS): "auto" measures the formant ratio and picks "psola" or
+    "resample" (pitch.choose_pitch_path); "split" measures the formant ratio
     alpha and slows the clips by it; "resample" slows them by the pitch factor r; "world" and "psola"
     leave their timing; "none" fixes r at 1. Where the path PSOLAs its output (split, psola), the clips'
     pitch is then brought to the base voice's as `target_pitch` (TARGET_PITCH) says -- by default
@@ -131,8 +132,11 @@ def build_trainset(clips: list[tuple[str, np.ndarray, int]], model: VitsModel, v
     f0_target = median_f0([a for _, a, _ in clips[:F0_CLIPS]], sr)
     r = f0_target / f0_base if pitch_path != "none" and np.isfinite(f0_target / f0_base) else 1.0
     alpha, rho, shift = float("nan"), 1.0, 1.0  # formant ratio, resample factor, PSOLA factor
-    if pitch_path == "split":
+    if pitch_path in ("auto", "split"):
         alpha = formant_ratio([a for _, a, _ in clips[:F0_CLIPS]], [a for a, _ in base[:F0_CLIPS]], sr)
+    if pitch_path == "auto":
+        pitch_path = choose_pitch_path(r, alpha)
+    if pitch_path == "split":
         rho, shift = split_factors(r, alpha)
     elif pitch_path == "resample":
         rho = r

@@ -11,7 +11,8 @@ import torch
 from chorus.adapters import lora
 from chorus.adapters.align import align_durations, boundary_error
 from chorus.adapters.adapted import apply_profile
-from chorus.adapters.pitch import _pyin, formant_ratio, from_model_domain, median_f0, split_factors, to_model_domain
+from chorus.adapters.pitch import (_pyin, choose_pitch_path, formant_ratio, from_model_domain, median_f0, split_factors,
+                                    to_model_domain)
 from chorus.adapters.psola import psola_shift
 from chorus.adapters.targets import HELDOUT_SENTENCES, WorldTarget, render_ids, world_transform
 from chorus.adapters.train import TrainConfig, VoiceProfile, train_adapter
@@ -88,7 +89,7 @@ def test_psola_moves_f0_and_keeps_length_and_formants(voice):
     assert np.abs(env[1] - env[0]).mean() < np.abs(env[2] - env[0]).mean()
 
 
-def test_formant_ratio_measured_and_split_factors(voice):
+def test_formant_ratio_measured_and_pitch_path_chosen(voice):
     base = [render_ids(text_ids(t, voice), voice, 1.0, 0.0, 0.0)[0] for t in HELDOUT_SENTENCES[3:5]]
     target = [world_transform(a, SR, WorldTarget(name="t", f0_factor=1.0, formant_factor=1.12, tempo=1.0))
               for a in base]
@@ -101,6 +102,9 @@ def test_formant_ratio_measured_and_split_factors(voice):
     assert split_factors(1.3, 1.01) == (1.0, 1.3)  # formants stay: PSOLA alone
     assert split_factors(1.2, float("nan")) == (1.0, 1.2)
     assert split_factors(3.0, 1.9)[0] == 1.5  # resampling bounded to the formant search range
+    assert choose_pitch_path(1.45, 1.10) == "psola"  # resampling would leave formants 24% too high
+    assert choose_pitch_path(0.82, 0.92) == "resample"  # formants move with pitch: resampling fits
+    assert choose_pitch_path(1.2, float("nan")) == "psola"
 
 
 @pytest.mark.parametrize("path", ["psola", "split"])
