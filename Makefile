@@ -36,8 +36,8 @@ bench-engine:
 bench-operator:
 	@venv="$(VENV)"; bash controlplane/build.sh && "$$venv/bin/python" -m bench.operator
 
-bench-adapt:
-	@venv="$(VENV)"; "$$venv/bin/python" -m bench.adapt
+bench-adapt:  ## train and score adapters for the three generated voices, two at a time on one core each (~30 min)
+	@venv="$(VENV)"; "$$venv/bin/python" -m bench.adapt --jobs 2 --threads 1
 
 clean-cache:  ## drop the cached virtualenvs (the next target rebuilds them)
 	rm -rf $(CHORUS_CACHE)/venv-*
