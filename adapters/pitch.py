@@ -62,7 +62,7 @@ def _pyworld():
 
 
 
-def _pyin(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+def pyin_f0(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
     """pYIN f0 (Hz, NaN unvoiced) and frame times (s)."""
     import librosa
 
@@ -78,13 +78,13 @@ def f0_track(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     WORLD's Harvest and DIO jump octaves on the base voice (medians 107-168 Hz); pYIN gives a tight
     79-103 Hz (10th-90th percentile), so ratios between voices mean what they say.
     """
-    f0, _ = _pyin(audio, sample_rate)
+    f0, _ = pyin_f0(audio, sample_rate)
     return f0[np.isfinite(f0)]
 
 
 def f0_contour(audio: np.ndarray, sample_rate: int, times: np.ndarray) -> np.ndarray:
     """pYIN f0 sampled at `times` (s), 0 where unvoiced (the layout WORLD expects)."""
-    f0, t = _pyin(audio, sample_rate)
+    f0, t = pyin_f0(audio, sample_rate)
     idx = np.clip(np.round(times * sample_rate / F0_HOP).astype(int), 0, len(f0) - 1)
     out = f0[idx]
     return np.where(np.isfinite(out), out, 0.0).astype(np.float64)

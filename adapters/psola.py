@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from chorus.adapters.pitch import F0_HOP, _pyin
+from chorus.adapters.pitch import F0_HOP, pyin_f0
 
 UNVOICED_STEP_S = 0.005
 """Grain spacing in unvoiced regions (copied unchanged)."""
@@ -48,7 +48,7 @@ def psola_shift(audio: np.ndarray, sample_rate: int, factor: float | np.ndarray,
     if np.all(np.abs(factors - 1.0) < 1e-6) or len(x) == 0:
         return x.astype(np.float32)
     if f0 is None:
-        f0, _ = _pyin(audio, sample_rate)
+        f0, _ = pyin_f0(audio, sample_rate)
     hop = F0_HOP
     f0 = np.where(np.isfinite(f0), f0, 0.0)
 

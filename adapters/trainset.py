@@ -11,8 +11,8 @@ import soundfile as sf
 import torch
 
 from chorus.adapters.align import HOP, align_durations
-from chorus.adapters.pitch import (PITCH_PATHS, _pyin, choose_pitch_path, contour_factors, formant_ratio,
-                                    from_model_domain, median_f0, split_factors, to_model_domain)
+from chorus.adapters.pitch import (PITCH_PATHS, choose_pitch_path, contour_factors, formant_ratio, from_model_domain,
+                                    median_f0, pyin_f0, split_factors, to_model_domain)
 from chorus.adapters.psola import psola_shift
 from chorus.engine.frontend import Phonemizer, normalize_text, phonemes_to_ids
 from chorus.engine.vits import VitsModel
@@ -100,8 +100,8 @@ def render_aligned(model: VitsModel, ids: torch.Tensor, durations: torch.Tensor)
 
 def transplant_contour(audio: np.ndarray, reference: np.ndarray, sample_rate: int) -> np.ndarray:
     """PSOLA `audio` so its f0 contour follows `reference`'s frame by frame (same length, same timing)."""
-    f0_audio, _ = _pyin(audio, sample_rate)
-    f0_ref, _ = _pyin(reference, sample_rate)
+    f0_audio, _ = pyin_f0(audio, sample_rate)
+    f0_ref, _ = pyin_f0(reference, sample_rate)
     return psola_shift(audio, sample_rate, contour_factors(f0_audio, f0_ref), f0=f0_audio)
 
 
@@ -109,10 +109,10 @@ def build_trainset(clips: list[tuple[str, np.ndarray, int]], model: VitsModel, v
                    pitch_path: str = "auto", target_pitch: str = "contour") -> TrainSet:
     """Fit the profile (pitch factor, formant ratio, length scale) and align every clip in the model domain.
 
-    `pitch_path` (chorus.adapters.pitch.PITCH_PATHS): "auto" measures the formant ratio and picks "psola" or
-    "resample" (pitch.choose_pitch_path); "split" measures the formant ratio
-    alpha and slows the clips by it; "resample" slows them by the pitch factor r; "world" and "psola"
-    leave their timing; "none" fixes r at 1. Where the path PSOLAs its output (split, psola), the clips'
+    `pitch_path` (chorus.adapters.pitch.PITCH_PATHS): "auto" measures the formant ratio and picks "psola"
+    or "resample" (pitch.choose_pitch_path); "split" slows the clips by the formant ratio alpha;
+    "resample" slows them by the pitch factor r; "world" and "psola" leave their timing; "none" fixes r
+    at 1. Where the path PSOLAs its output (split, psola), the clips'
     pitch is then brought to the base voice's as `target_pitch` (TARGET_PITCH) says -- by default
     contour by contour, so that the decoder, whose latents come from the base voice's text path and
     carry its pitch, is compared with target audio whose harmonics fall where its own do.

@@ -11,8 +11,8 @@ import torch
 from chorus.adapters import lora
 from chorus.adapters.align import align_durations, boundary_error
 from chorus.adapters.adapted import apply_profile
-from chorus.adapters.pitch import (_pyin, choose_pitch_path, formant_ratio, from_model_domain, median_f0, split_factors,
-                                    to_model_domain)
+from chorus.adapters.pitch import (choose_pitch_path, formant_ratio, from_model_domain, median_f0, pyin_f0,
+                                    split_factors, to_model_domain)
 from chorus.adapters.psola import psola_shift
 from chorus.adapters.targets import HELDOUT_SENTENCES, WorldTarget, render_ids, world_transform
 from chorus.adapters.train import TrainConfig, VoiceProfile, train_adapter
@@ -121,8 +121,8 @@ def test_pitch_path_trains_on_the_base_contour_and_synthesises_at_target_pitch(m
     assert abs(ts.pitch_factor / 1.4 - 1) < 0.06
     for clip in ts.clips:
         # Frame by frame, the clip's pitch now follows the base model's rendering at the same durations.
-        f0_clip, _ = _pyin(clip.audio.numpy(), SR)
-        f0_render, _ = _pyin(render_aligned(model, clip.ids, clip.durations), SR)
+        f0_clip, _ = pyin_f0(clip.audio.numpy(), SR)
+        f0_render, _ = pyin_f0(render_aligned(model, clip.ids, clip.durations), SR)
         both = np.isfinite(f0_clip) & np.isfinite(f0_render)
         assert both.mean() > 0.3  # enough frames voiced in both to compare
         err = np.median(np.abs(np.log(f0_clip[both] / f0_render[both])))
