@@ -11,7 +11,7 @@ import torch
 from chorus.adapters import lora
 from chorus.adapters.align import align_durations, boundary_error
 from chorus.adapters.adapted import apply_profile
-from chorus.adapters.pitch import (choose_pitch_path, formant_ratio, from_model_domain, median_f0, pyin_f0,
+from chorus.adapters.pitch import (choose_pitch_path, contour_factors, formant_ratio, from_model_domain, median_f0, pyin_f0,
                                     split_factors, to_model_domain)
 from chorus.adapters.psola import psola_shift
 from chorus.adapters.targets import HELDOUT_SENTENCES, WorldTarget, render_ids, world_transform
@@ -105,6 +105,18 @@ def test_formant_ratio_measured_and_pitch_path_chosen(voice):
     assert choose_pitch_path(1.45, 1.10) == "psola"  # resampling would leave formants 24% too high
     assert choose_pitch_path(0.82, 0.92) == "resample"  # formants move with pitch: resampling fits
     assert choose_pitch_path(1.2, float("nan")) == "psola"
+
+
+def test_contour_factors_follow_the_reference_and_bridge_unvoiced_frames():
+    nan = float("nan")
+    clip = np.array([nan, 100, 100, nan, 110, 120, 120, nan, nan])
+    ref = np.array([90, 80, 80, 70, nan, 90, 90, 90, nan])
+    f = contour_factors(clip, ref, smooth=1)
+    assert np.allclose(f[[1, 2, 5, 6]], [0.8, 0.8, 0.75, 0.75])  # voiced in both: ref / clip
+    assert np.allclose(f[[0, 3, 4, 7, 8]], [0.8, 0.8 - 0.05 / 3, 0.8 - 0.1 / 3, 0.75, 0.75])  # bridged, held at ends
+    jitter = contour_factors(np.full(9, 100.0), np.array([100, 100, 100, 100, 150, 100, 100, 100, 100.0]))
+    assert np.allclose(jitter, 1.0)  # a one-frame pYIN jump is smoothed away
+    assert np.array_equal(contour_factors(np.full(4, nan), np.full(4, 100.0)), np.ones(4))
 
 
 @pytest.mark.parametrize("path", ["psola", "split"])
