@@ -11,8 +11,8 @@ import torch
 from chorus.adapters import lora
 from chorus.adapters.align import align_durations, boundary_error
 from chorus.adapters.adapted import apply_profile
-from chorus.adapters.pitch import (choose_pitch_path, contour_factors, formant_ratio, from_model_domain, median_f0, pyin_f0,
-                                    split_factors, to_model_domain)
+from chorus.adapters.pitch import (choose_pitch_path, contour_factors, formant_ratio, from_model_domain, median_f0,
+                                    pyin_f0, split_factors, to_model_domain)
 from chorus.adapters.psola import psola_shift
 from chorus.adapters.targets import HELDOUT_SENTENCES, WorldTarget, render_ids, world_transform
 from chorus.adapters.train import TrainConfig, VoiceProfile, train_adapter
