@@ -177,10 +177,10 @@ def plot(rows: list[dict], path: Path) -> None:
 
     labels = [f"{r['voice']}/{r['variant']}" for r in rows]
     x = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(8, 3.8))
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.9 * len(rows)), 4.4))
     for k, (key, name) in enumerate([("sim_base", "base"), ("sim_adapted", "adapted"), ("sim_ceiling", "ceiling")]):
         ax.bar(x + (k - 1) * 0.27, [r[key] for r in rows], 0.27, label=name)
-    ax.set_xticks(x, labels)
+    ax.set_xticks(x, labels, rotation=25, ha="right", fontsize=8)
     ax.set_ylim(0.4, 1.08)
     ax.set_ylabel("speaker similarity to held-out target")
     ax.legend(loc="upper center", ncol=3, fontsize=8)
