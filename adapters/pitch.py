@@ -93,16 +93,16 @@ def f0_contour(audio: np.ndarray, sample_rate: int, times: np.ndarray) -> np.nda
 def contour_factors(f0_from: np.ndarray, f0_to: np.ndarray, smooth: int = 5) -> np.ndarray:
     """Per-frame factors that move contour `f0_from` onto `f0_to` (NaN = unvoiced in either).
 
-    Frames voiced in both get f0_to / f0_from, median-smoothed over `smooth` frames (pYIN's frame-to-frame
-    jitter is not pitch); the others take the nearest such frame's factor, so PSOLA does not jump where
-    voicing starts and ends. All ones when no frame is voiced in both.
+    Frames voiced in both get f0_to / f0_from; the others are interpolated between their nearest such
+    frames (held at the ends), so PSOLA does not jump where voicing starts and ends; then a median over
+    `smooth` frames removes one-frame pYIN jumps. All ones when no frame is voiced in both.
     """
     n = min(len(f0_from), len(f0_to))
     ratio = f0_to[:n] / f0_from[:n]
     ok = np.flatnonzero(np.isfinite(ratio) & (ratio > 0))
     if len(ok) == 0:
         return np.ones(n)
-    ratio = np.interp(np.arange(n), ok, ratio[ok])  # nearest-ish fill between voiced frames
+    ratio = np.interp(np.arange(n), ok, ratio[ok])
     if smooth > 1:
         from scipy.ndimage import median_filter
 

@@ -112,10 +112,10 @@ def build_trainset(clips: list[tuple[str, np.ndarray, int]], model: VitsModel, v
     `pitch_path` (chorus.adapters.pitch.PITCH_PATHS): "auto" measures the formant ratio and picks "psola"
     or "resample" (pitch.choose_pitch_path); "split" slows the clips by the formant ratio alpha;
     "resample" slows them by the pitch factor r; "world" and "psola" leave their timing; "none" fixes r
-    at 1. Where the path PSOLAs its output (split, psola), the clips'
-    pitch is then brought to the base voice's as `target_pitch` (TARGET_PITCH) says -- by default
-    contour by contour, so that the decoder, whose latents come from the base voice's text path and
-    carry its pitch, is compared with target audio whose harmonics fall where its own do.
+    at 1. Where the path PSOLAs its output (split, psola), the clips' pitch is then brought to the base
+    voice's as `target_pitch` (TARGET_PITCH) says -- by default contour by contour, so that the decoder,
+    whose latents come from the base voice's text path and carry its pitch, is compared with target
+    audio whose harmonics fall where its own do.
     """
     if pitch_path not in PITCH_PATHS:
         raise ValueError(f"unknown pitch path {pitch_path!r}; valid: {list(PITCH_PATHS)}")
@@ -156,7 +156,8 @@ def build_trainset(clips: list[tuple[str, np.ndarray, int]], model: VitsModel, v
         model_audio = model_audio[: frames * HOP]
         if psola_output and target_pitch == "contour":
             model_audio = transplant_contour(model_audio, render_aligned(model, seq_t, dur_t), sr)
-        out.append(TrainClip(text, seq_t, dur_t, torch.from_numpy(np.ascontiguousarray(model_audio, dtype=np.float32))))
+        audio_t = torch.from_numpy(np.ascontiguousarray(model_audio, dtype=np.float32))
+        out.append(TrainClip(text, seq_t, dur_t, audio_t))
     return TrainSet(out, float(r), target_frames / base_frames, f0_base, f0_target, pitch_path, alpha, float(rho))
 
 
