@@ -135,17 +135,25 @@ def from_model_domain(audio: np.ndarray, sample_rate: int, pitch_factor: float) 
     return resample(audio, sample_rate * pitch_factor, sample_rate)
 
 
-def world_pitch_shift(audio: np.ndarray, sample_rate: int, factor: float, frame_period: float = 5.0) -> np.ndarray:
-    """Multiply f0 by `factor` with WORLD (pYIN contour, spectral envelope and timing kept)."""
-    if abs(factor - 1.0) < 1e-6:
-        return np.asarray(audio, dtype=np.float32)
+def world_analysis(audio: np.ndarray, sample_rate: int,
+                   frame_period: float = 5.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """WORLD's (f0, spectral envelope, aperiodicity) per `frame_period` ms, with pYIN's f0 contour.
+
+    pYIN, not WORLD's own Harvest/DIO, which jump octaves on the base voice (see f0_track).
+    """
     pw = _pyworld()
     x = np.asarray(audio, dtype=np.float64)
     t = np.arange(int(len(x) / sample_rate * 1000 / frame_period) + 1) * frame_period / 1000
     f0 = np.ascontiguousarray(f0_contour(audio, sample_rate, t))
-    sp = pw.cheaptrick(x, f0, t, sample_rate)
-    ap = pw.d4c(x, f0, t, sample_rate)
-    y = pw.synthesize(f0 * factor, sp, ap, sample_rate, frame_period)[: len(x)]
+    return f0, pw.cheaptrick(x, f0, t, sample_rate), pw.d4c(x, f0, t, sample_rate)
+
+
+def world_pitch_shift(audio: np.ndarray, sample_rate: int, factor: float, frame_period: float = 5.0) -> np.ndarray:
+    """Multiply f0 by `factor` with WORLD (pYIN contour, spectral envelope and timing kept)."""
+    if abs(factor - 1.0) < 1e-6:
+        return np.asarray(audio, dtype=np.float32)
+    f0, sp, ap = world_analysis(audio, sample_rate, frame_period)
+    y = _pyworld().synthesize(f0 * factor, sp, ap, sample_rate, frame_period)[: len(audio)]
     return y.astype(np.float32)
 
 

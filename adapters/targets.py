@@ -19,7 +19,7 @@ import numpy as np
 import soundfile as sf
 from pydantic import BaseModel, ConfigDict, Field
 
-from chorus.adapters.pitch import _pyworld, f0_contour
+from chorus.adapters.pitch import _pyworld, world_analysis
 from chorus.engine.voice import BaseVoice, load_base_voice
 
 TRAIN_SENTENCES = (
@@ -175,20 +175,15 @@ def _warp_frequency(env: np.ndarray, factor: float) -> np.ndarray:
 def world_transform(audio: np.ndarray, sample_rate: int, target: WorldTarget, frame_period: float = 5.0) -> np.ndarray:
     """Re-synthesise speech with WORLD with f0, formants and tempo changed by the target's factors.
 
-    The analysis f0 is pYIN's (chorus.adapters.pitch.f0_contour), not WORLD's own: on the base voice
+    The analysis f0 is pYIN's (chorus.adapters.pitch.world_analysis), not WORLD's own: on the base voice
     Harvest and DIO jump octaves (medians 107-168 Hz where pYIN, tight, gives 87 Hz), and the target's
     pitch would then not be the intended multiple of the base voice's as the evaluation measures it.
     """
-    pyworld = _pyworld()
-    x = audio.astype(np.float64)
-    t = np.arange(int(len(x) / sample_rate * 1000 / frame_period) + 1) * frame_period / 1000
-    f0 = np.ascontiguousarray(f0_contour(audio, sample_rate, t))
-    sp = pyworld.cheaptrick(x, f0, t, sample_rate)
-    ap = pyworld.d4c(x, f0, t, sample_rate)
+    f0, sp, ap = world_analysis(audio, sample_rate, frame_period)
     sp = np.maximum(_warp_frequency(sp, target.formant_factor), 1e-16)
     ap = np.clip(_warp_frequency(ap, target.formant_factor), 0.0, 1.0)
-    y = pyworld.synthesize(f0 * target.f0_factor, np.ascontiguousarray(sp), np.ascontiguousarray(ap),
-                           sample_rate, frame_period / target.tempo)
+    y = _pyworld().synthesize(f0 * target.f0_factor, np.ascontiguousarray(sp), np.ascontiguousarray(ap),
+                              sample_rate, frame_period / target.tempo)
     return y.astype(np.float32)
 
 
