@@ -17,7 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
 import psutil
 
 from bench.common import emit, machine_info, write_results
@@ -144,17 +143,13 @@ class ReadyWatch:
         self._task = asyncio.create_task(self._run(listing["metadata"]["resourceVersion"]))
 
     async def _run(self, version: str) -> None:
-        session = await self.kube.session()
         while True:
-            url = f"{self.kube.connection.server}{object_path('VoiceTenant')}"
-            params = {"watch": "true", "resourceVersion": version, "allowWatchBookmarks": "true"}
-            async with session.get(url, params=params, timeout=aiohttp.ClientTimeout(total=None)) as resp:
-                async for line in resp.content:
-                    event = json.loads(line)
-                    obj = event["object"]
-                    version = obj["metadata"].get("resourceVersion", version)
-                    if event["type"] in ("ADDED", "MODIFIED"):
-                        self._see(obj)
+            params = {"resourceVersion": version, "allowWatchBookmarks": "true", "timeoutSeconds": "300"}
+            async for event in self.kube.watch(object_path("VoiceTenant"), params):
+                obj = event["object"]
+                version = obj["metadata"].get("resourceVersion", version)
+                if event["type"] in ("ADDED", "MODIFIED"):
+                    self._see(obj)
 
     def _see(self, obj: dict) -> None:
         name = obj["metadata"]["name"]
