@@ -56,10 +56,8 @@ def apply_profile(audio: np.ndarray, sample_rate: int, profile: VoiceProfile) ->
     if profile.pitch_method == "world":
         return world_pitch_shift(audio, sample_rate, r)
     if profile.pitch_method == "split":
-        rho = profile.resample_factor
-        if abs(r / rho - 1.0) > 1e-6:
-            audio = psola_shift(audio, sample_rate, r / rho)
-        return from_model_domain(audio, sample_rate, rho)
+        rho = profile.resample_factor  # psola_shift and from_model_domain pass audio through at factor 1
+        return from_model_domain(psola_shift(audio, sample_rate, r / rho), sample_rate, rho)
     return from_model_domain(audio, sample_rate, r)
 
 

@@ -76,11 +76,10 @@ def _targets(names: list[str]):
 
 def _current(heldout: Path) -> bool:
     """Whether a generated held-out folder exists and holds today's held-out sentences."""
+    from chorus.adapters.evaluate import METADATA_CSV, load_heldout
     from chorus.adapters.targets import HELDOUT_SENTENCES
 
-    csv = heldout / "metadata.csv"
-    return csv.is_file() and [line.split("|", 1)[1] for line in csv.read_text("utf-8").splitlines()
-                              if line.strip()] == list(HELDOUT_SENTENCES)
+    return (heldout / METADATA_CSV).is_file() and load_heldout(heldout).texts == list(HELDOUT_SENTENCES)
 
 
 def _row(voice_name: str, variant: str, result, prep_s: float, metrics, gate, size: int, trainset, out) -> dict:
