@@ -23,6 +23,9 @@ fi
 hash="$(sha256sum "$here/requirements.lock" | cut -c1-12)"
 venv="$cache/venv-$hash"
 export PIP_CACHE_DIR="$cache/pip" PIP_DISABLE_PIP_VERSION_CHECK=1
+# One build at a time per cache: a second caller waits, then finds the virtualenv complete.
+exec 9>"$cache/.bootstrap.lock"
+flock 9
 if [ ! -f "$venv/.complete" ]; then
   echo "bootstrap: building virtualenv $venv (first run on this machine: several minutes)" >&2
   rm -rf "$venv"
