@@ -51,6 +51,13 @@ class OnnxExport(NamedTuple):
     audio: Path  # expanded prior + noise -> waveform; flow/decoder Conv weights overridable
 
 
+class StreamExport(NamedTuple):
+    """The audio graph cut in two for streaming: the flow over a whole sentence, the decoder over windows."""
+
+    latent: Path  # expanded prior + noise -> latents z; flow Conv weights overridable
+    decoder: Path  # latents z -> waveform; decoder Conv weights overridable
+
+
 class _TextStage(nn.Module):
     """ids, lengths, scales (noise, length, noise_w), dp noise [B, 2, T] -> m_p, logs_p, durations."""
 
@@ -92,6 +99,30 @@ class _AudioStage(nn.Module):
         # so it exports without repeat_interleave.
         sample_mask = (y_mask.transpose(1, 2) * torch.ones(1, 1, self.hop, dtype=m_p.dtype)).flatten(1)
         return audio * sample_mask
+
+
+class _LatentStage(nn.Module):
+    """The audio stage's first half: expanded prior + noise -> decoder latents z [B, C, F] (zero past each end)."""
+
+    def __init__(self, model: VitsModel) -> None:
+        super().__init__()
+        self.flow = model.flow
+
+    def forward(self, m_p, logs_p, noise, y_lengths, scales):
+        y_mask = sequence_mask(y_lengths, m_p.shape[2]).unsqueeze(1).to(m_p.dtype)
+        z_p = m_p + noise * torch.exp(logs_p) * scales[0]
+        return self.flow(z_p, y_mask, reverse=True) * y_mask
+
+
+class _DecoderStage(nn.Module):
+    """The audio stage's second half: latents z [B, C, F] -> audio [B, F * hop] (run on windows when streaming)."""
+
+    def __init__(self, model: VitsModel) -> None:
+        super().__init__()
+        self.dec = model.dec
+
+    def forward(self, z):
+        return self.dec(z).squeeze(1)
 
 
 def _distinct_copy(model: VitsModel) -> VitsModel:
@@ -201,3 +232,53 @@ def cached_export(model: VitsModel, fingerprint: str, cache_dir: Path | None = N
         return paths
     log.info("exporting the base model to ONNX in %s", cache_dir)
     return export_onnx(model, cache_dir, stem)
+
+
+def _export_overridable(stage: nn.Module, twin_stage: nn.Module, args: tuple, path: Path, inputs: tuple,
+                        outputs: tuple, dynamic_axes: dict, model: VitsModel, prefix: str) -> None:
+    """Export a stage from the distinct-values twin, write the real weights back and expose its Conv weights."""
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        proto = _export_stage(twin_stage, args, Path(tmp) / path.name, inputs, outputs, dynamic_axes)
+    _restore_weights(proto, model)
+    keys = conv_weight_keys(proto, prefixes=(prefix,))
+    expected = {f"{name}.weight" for name, mod in model.named_modules()
+                if isinstance(mod, nn.Conv1d) and name.startswith(prefix.strip("/") + ".")}
+    if set(keys.values()) != expected:
+        raise AdapterError(f"{path.name}: overridable weights differ from the model's {prefix} Conv1d layers")
+    expose_weights(proto, keys)
+    proto.producer_name, proto.producer_version = "chorus", EXPORTER_VERSION
+    onnx.checker.check_model(proto)
+    atomic_write(path, lambda tmp, proto=proto: onnx.save(proto, tmp))
+
+
+def export_stream_graphs(model: VitsModel, directory: Path | str, stem: str = "chorus") -> StreamExport:
+    """Export `<stem>-latent.onnx` (flow) and `<stem>-decoder.onnx` (HiFi-GAN), Conv weights overridable."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = StreamExport(directory / f"{stem}-latent.onnx", directory / f"{stem}-decoder.onnx")
+    was_training = model.training
+    model.eval()
+    try:
+        twin = _distinct_copy(model)
+        _, audio_args = _example_inputs(model)
+        frames = {0: "batch", 2: "frames"}
+        with torch.no_grad():
+            _export_overridable(_LatentStage(model), _LatentStage(twin), audio_args, paths.latent, AUDIO_INPUTS,
+                                ("z",), {"m_p": frames, "logs_p": frames, "noise": frames,
+                                         "y_lengths": {0: "batch"}, "z": frames}, model, "/flow/")
+            _export_overridable(_DecoderStage(model), _DecoderStage(twin), (audio_args[0],), paths.decoder, ("z",),
+                                ("audio",), {"z": frames, "audio": {0: "batch", 1: "samples"}}, model, "/dec/")
+    finally:
+        model.train(was_training)
+    return paths
+
+
+def cached_stream_export(model: VitsModel, fingerprint: str, cache_dir: Path | None = None) -> StreamExport:
+    """The streaming graphs of the base model with this fingerprint, from the cache or exported now."""
+    cache_dir = cache_dir or onnx_cache_dir()
+    stem = f"{fingerprint[:16]}-{EXPORTER_VERSION}"
+    paths = StreamExport(cache_dir / f"{stem}-latent.onnx", cache_dir / f"{stem}-decoder.onnx")
+    if paths.latent.is_file() and paths.decoder.is_file():
+        return paths
+    log.info("exporting the base model's streaming graphs to ONNX in %s", cache_dir)
+    return export_stream_graphs(model, cache_dir, stem)
