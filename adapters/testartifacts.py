@@ -69,3 +69,28 @@ def make_artifact(
     return write_artifact(tiny_peft_model(seed), out_dir, tenant=tenant, voice=voice, base_fingerprint=base_fingerprint,
                           dataset_hash=TEST_DATASET_HASH, training={"steps": 0, "seed": seed, "rank": 4},
                           quality=quality, profile={"pitch_factor": 1.0, "length_scale": 1.0})
+
+
+def engine_peft_model(model, seed: int = 0, scale: float = 0.02, targets: str = "decoder"):
+    """A LoRA (rank 8) on a copy of the real engine with seeded random factors: a different, still speaking voice."""
+    import copy
+
+    from chorus.adapters.lora import add_lora
+
+    peft_model = add_lora(copy.deepcopy(model), targets=targets)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * scale)
+    return peft_model.eval()
+
+
+def make_engine_artifact(out_dir: str | Path, model, *, tenant: str, voice: str, base_fingerprint: str,
+                         seed: int = 0, profile: dict | None = None, scale: float = 0.02,
+                         targets: str = "decoder") -> ChorusManifest:
+    """A complete artifact for the real engine (random LoRA from `seed`, a passing quality record, `profile`)."""
+    return write_artifact(engine_peft_model(model, seed, scale, targets), out_dir, tenant=tenant, voice=voice,
+                          base_fingerprint=base_fingerprint, dataset_hash=TEST_DATASET_HASH,
+                          training={"steps": 0, "seed": seed, "rank": 8}, quality=passing_quality(),
+                          profile=profile or {"pitch_factor": 1.0, "pitch_method": "resample", "length_scale": 1.0})
