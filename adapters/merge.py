@@ -27,8 +27,9 @@ def _scaling(config: dict, module: str, rank: int) -> float:
     """peft's scaling for one module: alpha / r (alpha / sqrt(r) with rsLoRA), honouring per-module patterns."""
     alpha = config.get("lora_alpha", 8)
     for pattern, value in (config.get("alpha_pattern") or {}).items():
-        if re.search(pattern, module):
+        if re.match(rf"(.*\.)?({pattern})$", module):  # as peft matches it: a suffix of the name, first wins
             alpha = value
+            break
     return alpha / (rank ** 0.5 if config.get("use_rslora") else rank)
 
 
@@ -43,6 +44,8 @@ def merge_lora(config_bytes: bytes, tensors: Mapping[str, np.ndarray],
         config = json.loads(config_bytes)
     except ValueError as exc:
         raise MergeError(f"{ADAPTER_CONFIG_FILE} is not JSON: {exc}", file=ADAPTER_CONFIG_FILE) from None
+    if not isinstance(config, dict):
+        raise MergeError(f"{ADAPTER_CONFIG_FILE} is not a JSON object", file=ADAPTER_CONFIG_FILE)
     if config.get("peft_type") != "LORA":
         raise MergeError(f"{ADAPTER_CONFIG_FILE}: peft_type {config.get('peft_type')!r} is not 'LORA'",
                          file=ADAPTER_CONFIG_FILE)
@@ -69,7 +72,7 @@ def merge_lora(config_bytes: bytes, tensors: Mapping[str, np.ndarray],
         w = base[key]
         a, b = parts["A"], parts["B"]
         rank = a.shape[0]
-        if w.ndim != 3 or a.ndim != 3 or b.shape[:2] != (w.shape[0], rank) or a.shape[1:] != w.shape[1:]:
+        if w.ndim != 3 or a.ndim != 3 or b.shape != (w.shape[0], rank, 1) or a.shape[1:] != w.shape[1:]:
             raise MergeError(f"{ADAPTER_WEIGHTS_FILE}: {module} lora_A {a.shape} / lora_B {b.shape} do not fit "
                              f"the base Conv1d weight {w.shape}", file=ADAPTER_WEIGHTS_FILE)
         delta = (b.reshape(b.shape[0], rank) @ a.reshape(rank, -1)).reshape(w.shape)
