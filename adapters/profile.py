@@ -1,0 +1,555 @@
+"""The voice profile's pitch path at serving speed, chunk by chunk: a fast f0 tracker, streaming TD-PSOLA and resampling.
+
+`adapters.adapted.apply_profile` estimates pitch with pYIN (a Viterbi pass over the whole signal) before TD-PSOLA:
+RTF ~0.2 on top of the engine's ~0.08, and it needs the whole utterance. Here:
+- `fast_f0`: YIN's cumulative mean normalised difference on 2x box-decimated audio, all frames in one FFT batch
+  (hop 256 like pitch.F0_HOP, 60-200 Hz, the base voice's range), the candidate dip picked with a penalty on its
+  distance (in octaves) from the median of the last 32 confidently periodic frames: causal, so a stream needs no
+  look-ahead for it. On base-voice speech it agrees with pYIN on the frames both call voiced (median |log ratio|
+  ~0.013, no octave errors; see tests/unit/test_profile.py).
+- `ProfileStream`: TD-PSOLA (the algorithm of adapters.psola, with unvoiced stretches copied in place) and soxr's
+  streaming resampler, run as chunks arrive; the streamed output equals the whole-signal output to float rounding,
+  holding back at most `PSOLA_LOOKAHEAD_S` of input.
+- `apply_profile_fast`: the whole-signal call (one stream, final=True), a drop-in for apply_profile.
+Measured on 17.9 s of base-voice engine output (bench/results/profile-cost.md, `python -P -m chorus.adapters.profile`):
+see that file for cost (fraction of the engine's own synthesis time) and quality (DNSMOS, median f0) next to
+apply_profile.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+
+import numpy as np
+
+from chorus.adapters.pitch import F0_HOP
+from chorus.adapters.train import VoiceProfile
+
+F0_MIN, F0_MAX = 60.0, 200.0
+"""Search range of the fast tracker (Hz): the engine's output is the base voice's (pYIN 10th-90th pct 79-103 Hz)."""
+
+YIN_WINDOW = 512
+"""Integration window of the difference function (input samples, ~23 ms at 22,050 Hz)."""
+
+VOICED_BELOW = 0.35
+"""A frame is voiced when its chosen dip of the normalised difference lies below this (and it is not silent)."""
+
+CONFIDENT_BELOW = 0.15
+"""Frames whose deepest dip lies below this feed the octave reference."""
+
+REFERENCE_FRAMES = 32
+"""The octave reference: median period of the confident frames among the last this many (~0.37 s)."""
+
+OCTAVE_PENALTY = 0.4
+"""Cost added per octave between a candidate period and the reference (kills octave jumps at voicing edges)."""
+
+SHORTER_LAG_SLACK = (1.2, 0.005)
+"""A dip at a shorter lag wins when no deeper than 1.2 x the deepest + 0.005 (octave-down errors above 120 Hz)."""
+
+SILENT_RMS = 1e-3
+"""Frames quieter than this (RMS, full scale 1) are unvoiced."""
+
+UNVOICED_STEP_S = 0.005
+"""Grain spacing in unvoiced stretches (copied in place), as adapters.psola."""
+
+RESAMPLE_LOOKAHEAD_S = 0.05
+"""Most input soxr's HQ stream holds back (filter delay plus its block size; measured up to ~38 ms at 22,050 Hz)."""
+
+PASSTHROUGH = 1e-6
+"""Factors within this of 1 are not applied (as psola_shift and pitch.resample)."""
+
+
+def _check_chunk(chunk: np.ndarray) -> np.ndarray:
+    x = np.asarray(chunk)
+    if x.ndim != 1:
+        raise ValueError(f"audio must be mono (1-D), got shape {x.shape}")
+    if x.dtype.kind not in "fiu":
+        raise ValueError(f"audio must be numeric, got dtype {x.dtype}")
+    x = x.astype(np.float64, copy=False)
+    if not np.all(np.isfinite(x)):
+        raise ValueError("audio contains NaN or infinite samples")
+    return x
+
+
+class F0Tracker:
+    """Incremental fast f0: push audio, get per-frame periods (input samples, 0 = unvoiced) as they are known."""
+
+    def __init__(self, sample_rate: int, hop: int = F0_HOP):
+        self.sample_rate = sample_rate
+        self.hop = hop
+        self.dec = max(1, int(sample_rate // 11025))
+        while hop % self.dec:
+            self.dec -= 1
+        rate = sample_rate / self.dec
+        self.h = hop // self.dec
+        self.win = max(8, 2 * round(YIN_WINDOW * sample_rate / 22050 / self.dec / 2))
+        self.tmin = int(math.floor(rate / F0_MAX))
+        self.tmax = int(math.ceil(rate / F0_MIN))
+        self.span = self.win + self.tmax + 1
+        self.nfft = 1 << (self.span - 1).bit_length()
+        self.log_lags = np.log2(np.arange(self.tmin, self.tmax + 1)).astype(np.float32)
+        self.max_period = self.tmax * self.dec + 1
+        # Decimated signal from absolute decimated index y0 (negative: the leading zero padding).
+        self._y = np.zeros(self.win // 2)
+        self._y0 = -(self.win // 2)
+        self._pending = np.zeros(0)
+        self._n_in = 0
+        self._next = 0
+        self._confident = np.zeros(0)
+        self.finished = False
+
+    def lookahead(self) -> int:
+        """Input samples past a frame's centre needed before the frame is known."""
+        return (self.span - self.win // 2) * self.dec
+
+    def push(self, x: np.ndarray, final: bool = False) -> np.ndarray:
+        """Add input samples; the periods (input samples, 0 unvoiced) of the frames that became known."""
+        if self.finished:
+            raise RuntimeError("f0 tracker already finished")
+        self._n_in += len(x)
+        raw = np.concatenate([self._pending, x]) if len(self._pending) else x
+        usable = len(raw) // self.dec * self.dec
+        self._pending = raw[usable:].copy()
+        parts = [self._y, raw[:usable].reshape(-1, self.dec).mean(axis=1)]
+        if final:
+            if len(self._pending):
+                parts.append([self._pending.sum() / self.dec])
+            self._pending = np.zeros(0)
+            self.finished = True
+        y = np.concatenate(parts)
+        y_end = self._y0 + len(y)
+        if final:
+            last = self._n_in // self.hop  # frames 0..last, as pYIN's centred frames
+            need = last * self.h - self.win // 2 + self.span
+            if need > y_end:
+                y = np.concatenate([y, np.zeros(need - y_end)])
+        else:
+            last = (y_end - self.span + self.win // 2) // self.h
+        first = self._next
+        periods = self._frames(y, first, last) if last >= first else np.zeros(0)
+        self._next = max(first, last + 1)
+        keep_from = self._next * self.h - self.win // 2
+        self._y = y[keep_from - self._y0:] if keep_from > self._y0 else y
+        self._y0 = max(self._y0, keep_from)
+        return periods
+
+    def _frames(self, y: np.ndarray, first: int, last: int) -> np.ndarray:
+        import scipy.fft
+
+        w, tmax, n_frames = self.win, self.tmax, last - first + 1
+        starts = np.arange(first, last + 1) * self.h - self.win // 2 - self._y0
+        sq = np.concatenate([[0.0], np.cumsum(y * y)])
+        loud = np.flatnonzero(sq[starts + w] - sq[starts] >= SILENT_RMS ** 2 * w)
+        periods = np.zeros(n_frames)
+        conf = np.full(n_frames, np.nan)
+        if len(loud):
+            frames = np.lib.stride_tricks.sliding_window_view(y, self.span)[starts[loud]].astype(np.float32)
+            spec = scipy.fft.rfft(frames, self.nfft)
+            spec *= np.conj(scipy.fft.rfft(frames[:, :w], self.nfft))
+            acf = scipy.fft.irfft(spec, self.nfft)[:, : tmax + 1]
+            cs = np.zeros((len(loud), self.span + 1), dtype=np.float32)
+            np.cumsum(frames * frames, axis=1, out=cs[:, 1:])
+            energy = cs[:, w:w + tmax + 1] - cs[:, : tmax + 1]  # energy of the window shifted by each lag
+            diff = energy[:, 1:] + energy[:, :1]
+            diff -= 2.0 * acf[:, 1:]
+            np.maximum(diff, 0.0, out=diff)
+            cmnd = diff * np.arange(1, tmax + 1, dtype=np.float32) / np.maximum(np.cumsum(diff, axis=1), 1e-12)
+            seg = cmnd[:, self.tmin - 1:]  # lags tmin..tmax
+            rows = np.arange(len(loud))
+            deepest = seg.argmin(axis=1)
+            minima = np.zeros(seg.shape, dtype=bool)
+            minima[:, 1:-1] = (seg[:, 1:-1] <= seg[:, :-2]) & (seg[:, 1:-1] < seg[:, 2:])
+            minima[rows, deepest] = True
+            # The shortest lag about as deep as the deepest dip (a clean 140 Hz tone also dips at 70 Hz).
+            slack = SHORTER_LAG_SLACK[0] * seg[rows, deepest] + SHORTER_LAG_SLACK[1]
+            best = (minima & (seg <= slack[:, None])).argmax(axis=1)
+            conf[loud] = np.where(seg[rows, best] < CONFIDENT_BELOW, self.tmin + best, np.nan)
+        # Octave reference: causal median of the confident frames' picks over the last REFERENCE_FRAMES.
+        hist = np.concatenate([np.full(REFERENCE_FRAMES - len(self._confident), np.nan), self._confident, conf])
+        self._confident = hist[-REFERENCE_FRAMES:]
+        if not len(loud):
+            return periods
+        recent = np.sort(np.lib.stride_tricks.sliding_window_view(hist, REFERENCE_FRAMES + 1)[loud], axis=1)
+        valid = np.isfinite(recent).sum(axis=1)  # NaNs sort last
+        ref = 0.5 * (recent[rows, np.maximum(valid - 1, 0) // 2] + recent[rows, valid // 2])
+        ref = np.where(valid > 0, ref, self.tmin + best)
+        # Candidates: the local minima and the deepest dip, charged OCTAVE_PENALTY per octave from the reference.
+        cost = np.abs(self.log_lags[None, :] - np.log2(ref).astype(np.float32)[:, None])
+        cost *= OCTAVE_PENALTY
+        cost += seg
+        cost[~minima] = np.inf
+        k = cost.argmin(axis=1)
+        kk = np.clip(k, 1, seg.shape[1] - 2)
+        y0, y1, y2 = seg[rows, kk - 1], seg[rows, kk], seg[rows, kk + 1]
+        den = y0 - 2.0 * y1 + y2
+        shift = np.where((kk == k) & (den > 1e-12), 0.5 * (y0 - y2) / np.where(den > 1e-12, den, 1.0), 0.0)
+        tau = self.tmin + k + np.clip(shift, -1.0, 1.0)
+        periods[loud] = np.where(seg[rows, k] < VOICED_BELOW, tau * self.dec, 0.0)
+        return periods
+
+
+def fast_f0(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fast f0 (Hz, NaN unvoiced) and frame times (s), frames as pitch.pyin_f0's (hop 256, centred)."""
+    periods = F0Tracker(sample_rate).push(_check_chunk(audio), final=True)
+    f0 = np.where(periods > 0, sample_rate / np.maximum(periods, 1e-9), np.nan)
+    return f0, np.arange(len(f0)) * F0_HOP / sample_rate
+
+
+_HANN: dict[int, np.ndarray] = {}
+"""Grain windows by half-width, shared by all streams."""
+
+
+class _Psola:
+    """Streaming TD-PSOLA by a constant factor (analysis marks, synthesis marks and overlap-add as input arrives)."""
+
+    def __init__(self, sample_rate: int, factor: float):
+        self.sr, self.factor = sample_rate, float(factor)
+        self.f0 = F0Tracker(sample_rate)
+        self.hop = self.f0.hop
+        self.step = max(1, int(UNVOICED_STEP_S * sample_rate))
+        self.maxw = max(self.f0.max_period + 1, self.step)
+        self.periods: list[int] = []
+        self.n_in = 0
+        self.final = False
+        self.x = np.zeros(0)
+        self.x0 = 0
+        self.marks: list[int] = []
+        self.widths: list[int] = []
+        self.t_next = 0
+        self.analysis_done = False
+        self.s = 0.0
+        self.out = np.zeros(0)
+        self.weight = np.zeros(0)
+        self.o0 = 0  # absolute index of out[0] (= samples emitted so far)
+
+    def lookahead(self) -> int:
+        """Upper bound on the input samples held back: a frame's f0, the marks and a grain past the next synthesis mark.
+
+        Output is final up to one grain before the next synthesis mark s, which waits for its frame's f0
+        (hop / 2 + the tracker's look-ahead) and for its nearest analysis mark with that mark's grain (< 2.25 periods).
+        """
+        return self.f0.lookahead() + self.hop // 2 + 3 * self.maxw
+
+    def _period_at(self, i: int) -> int | None:
+        """The period at sample i (0 unvoiced), None when its frame is not known yet."""
+        fi = int(i / self.hop + 0.5)
+        if fi >= len(self.periods):
+            if not (self.final and self.periods):
+                return None
+            fi = len(self.periods) - 1
+        return self.periods[fi]
+
+    def push(self, x: np.ndarray, final: bool) -> np.ndarray:
+        """Add input; the output samples that no later grain can change."""
+        self.periods.extend(np.rint(self.f0.push(x, final)).astype(int).tolist())
+        self.n_in += len(x)
+        self.final = final
+        self.x = np.concatenate([self.x, x]) if len(self.x) else x.copy()
+        self._analysis()
+        self._synthesis()
+        return self._emit()
+
+    def _analysis(self) -> None:
+        x, x0, n, final = self.x, self.x0, self.n_in, self.final
+        marks, widths, step, periods = self.marks, self.widths, self.step, self.periods
+        t = self.t_next
+        while t < n:
+            p = self._period_at(t)
+            if p is None:
+                break
+            if p:  # one period on, snapped to the waveform's peak within a quarter period
+                lo, hi = max(0, t - p // 4), t + p // 4 + 1
+                if hi > n and not final:
+                    break
+                t = lo + int(np.argmax(x[lo - x0:min(hi, n) - x0]))
+                marks.append(t)
+                widths.append(p)
+                t += p
+            else:  # a run of unvoiced frames: marks every `step` to the run's last known frame
+                fj = int(t / self.hop + 0.5)
+                while fj + 1 < len(periods) and periods[fj + 1] == 0:
+                    fj += 1
+                end = n if (final and fj >= len(periods) - 1) else min(n, math.ceil((fj + 0.5) * self.hop))
+                run = range(t, max(end, t + 1), step)
+                marks.extend(run)
+                widths.extend([step] * len(run))
+                t = run[-1] + step
+        self.t_next = t
+        self.analysis_done = final and t >= n
+
+    @staticmethod
+    def _window(w: int) -> np.ndarray:
+        win = _HANN.get(w)
+        if win is None:
+            win = _HANN[w] = np.hanning(2 * w + 1)
+        return win
+
+    def _synthesis(self) -> None:
+        marks, widths, periods, n, final = self.marks, self.widths, self.periods, self.n_in, self.final
+        step, hop = self.step, self.hop
+        grains: list[tuple[int, int, int]] = []  # voiced (destination, source, half-width); unvoiced (first, last, -1)
+        s = self.s
+        while True:
+            i = int(s + 0.5)
+            if i >= n:
+                break
+            p = self._period_at(i)
+            if p is None:
+                break
+            if p:  # a grain from the nearest analysis mark, the next one period / factor on
+                k = bisect.bisect_left(marks, i)
+                if k == len(marks) and not self.analysis_done:
+                    break
+                if k == len(marks) or (k > 0 and i - marks[k - 1] <= marks[k] - i):
+                    k -= 1
+                c, w = marks[k], widths[k]
+                if c + w + 1 > n and not final:
+                    break
+                grains.append((i, c, w))
+                s += p / self.factor
+            else:  # the run of unvoiced frames is copied in place, `step`-spaced grains summed into one
+                fj = int(i / hop + 0.5)
+                while fj + 1 < len(periods) and periods[fj + 1] == 0:
+                    fj += 1
+                end = n if (final and fj >= len(periods) - 1) else min(n, math.ceil((fj + 0.5) * hop))
+                if not final:
+                    end = min(end, n - step)
+                if end <= i:
+                    break
+                count = (end - 1 - i) // step + 1
+                grains.append((i, i + (count - 1) * step, -1))
+                s += count * step
+        self.s = s
+        if grains:
+            self._overlap_add(grains)
+
+    def _overlap_add(self, grains: list[tuple[int, int, int]]) -> None:
+        n, step = self.n_in, self.step
+        end = min(n, max(c + step + 1 if w < 0 else i + w + 1 for i, c, w in grains))
+        if end - self.o0 > len(self.out):
+            grow = np.zeros(end - self.o0 - len(self.out))
+            self.out, self.weight = np.concatenate([self.out, grow]), np.concatenate([self.weight, grow])
+        x, x0, out, weight, o0 = self.x, self.x0, self.out, self.weight, self.o0
+        ramp = self._window(step)
+        for i, c, w in grains:
+            if w < 0:  # Hann grains `step` apart sum to 1: ones between the first and last, half windows outside
+                lo, hi = max(0, i - step), min(n, c + step + 1)
+                win = np.ones(hi - lo)
+                win[: i - lo] = ramp[step - (i - lo):step]
+                win[c + 1 - lo:] = ramp[step + 1:step + 1 + hi - c - 1]
+                out[lo - o0:hi - o0] += x[lo - x0:hi - x0] * win
+                weight[lo - o0:hi - o0] += win
+                continue
+            lo, hi = max(-w, -i, -c), min(w + 1, n - i, n - c)
+            if hi > lo:
+                win = self._window(w)[w + lo:w + hi]
+                out[i + lo - o0:i + hi - o0] += x[c + lo - x0:c + hi - x0] * win
+                weight[i + lo - o0:i + hi - o0] += win
+
+    def _emit(self) -> np.ndarray:
+        n = self.n_in
+        safe = n if self.final else min(n, int(self.s + 0.5) - self.maxw - 1)
+        count = max(0, safe - self.o0)
+        if count > len(self.out):
+            grow = np.zeros(count - len(self.out))
+            self.out, self.weight = np.concatenate([self.out, grow]), np.concatenate([self.weight, grow])
+        done, weight = self.out[:count], self.weight[:count]
+        np.divide(done, weight, out=done, where=weight > 1e-3)  # grains overlap more densely when pitch goes up
+        self.out, self.weight = self.out[count:], self.weight[count:]
+        self.o0 += count
+        self._trim()
+        return done
+
+    def _trim(self) -> None:
+        """Drop input and marks no future grain can reach (synthesis never looks back more than ~1.25 periods)."""
+        keep = min(int(self.s), self.t_next) - 3 * self.maxw
+        if keep - self.x0 > 4 * self.sr:  # amortised: cut once 4 s are behind
+            self.x = self.x[keep - self.x0:]
+            self.x0 = keep
+            cut = bisect.bisect_left(self.marks, keep)
+            del self.marks[:cut], self.widths[:cut]
+
+
+class _Resample:
+    """soxr's streaming resampler: play the audio `factor` times faster (pitch and formants x factor)."""
+
+    def __init__(self, sample_rate: int, factor: float):
+        import soxr
+
+        self.sample_rate = sample_rate
+        self.stream = soxr.ResampleStream(sample_rate * factor, sample_rate, 1, dtype="float32", quality="HQ")
+
+    def lookahead(self) -> int:
+        """Upper bound on the input samples held back."""
+        return int(RESAMPLE_LOOKAHEAD_S * self.sample_rate)
+
+    def push(self, x: np.ndarray, final: bool) -> np.ndarray:
+        """Add input; resampled output as soxr releases it."""
+        return self.stream.resample_chunk(x.astype(np.float32), last=final)
+
+
+class ProfileStream:
+    """A voice profile's pitch path applied to consecutive engine chunks, output as soon as it is final."""
+
+    def __init__(self, profile: VoiceProfile, sample_rate: int):
+        self.profile, self.sample_rate = profile, int(sample_rate)
+        r, method = float(profile.pitch_factor), profile.pitch_method
+        if method == "world":
+            raise ValueError("pitch path 'world' cannot stream (WORLD analyses the whole signal): use "
+                             "apply_profile_fast, which falls back to whole-signal processing, or another path")
+        if method == "psola":
+            psola, rho = r, 1.0
+        elif method == "split":
+            rho = float(profile.resample_factor)
+            psola = r / rho
+        elif method == "resample":
+            psola, rho = 1.0, r
+        else:
+            raise ValueError(f"unknown pitch path {method!r}")
+        self.stages: list = []
+        if abs(psola - 1.0) >= PASSTHROUGH:
+            self.stages.append(_Psola(self.sample_rate, psola))
+        if abs(rho - 1.0) >= PASSTHROUGH:
+            self.stages.append(_Resample(self.sample_rate, rho))
+        self.time_scale = 1.0 / rho if abs(rho - 1.0) >= PASSTHROUGH else 1.0
+        """Output seconds per input second (1/r for 'resample', 1/resample_factor for 'split', else 1)."""
+        self.samples_in = 0
+        self.samples_out = 0
+        self.finished = False
+
+    @property
+    def lookahead_s(self) -> float:
+        """Upper bound on the input held back before it shows in the output (seconds)."""
+        return sum(stage.lookahead() for stage in self.stages) / self.sample_rate
+
+    def process(self, chunk: np.ndarray, final: bool = False) -> np.ndarray:
+        """Feed the next chunk of engine audio; float32 output that is final (everything when final=True)."""
+        if self.finished:
+            raise RuntimeError("stream already finished (final=True was passed)")
+        x = _check_chunk(chunk)
+        self.samples_in += len(x)
+        for stage in self.stages:
+            x = stage.push(np.asarray(x, dtype=np.float64), final)
+        self.finished = final
+        out = np.asarray(x, dtype=np.float32)
+        self.samples_out += len(out)
+        return out
+
+
+def apply_profile_fast(audio: np.ndarray, sample_rate: int, profile: VoiceProfile) -> np.ndarray:
+    """Whole-signal pitch path (one ProfileStream, final=True); 'world' falls back to pitch.world_pitch_shift."""
+    if profile.pitch_method == "world":
+        from chorus.adapters.pitch import world_pitch_shift
+
+        return world_pitch_shift(_check_chunk(audio).astype(np.float32), sample_rate, profile.pitch_factor)
+    return ProfileStream(profile, sample_rate).process(audio, final=True)
+
+
+BENCH_TEXT = ("The quick brown fox jumps over the lazy dog near the riverbank. "
+              "Please call Stella and ask her to bring these things with her from the store. "
+              "Six spoons of fresh snow peas, five thick slabs of blue cheese, and maybe a snack for her brother Bob. "
+              "We also need a small plastic snake and a big toy frog for the kids.")
+"""About 18 s of base-voice speech for the cost and quality bench."""
+
+
+def _best_time(fn, repeats: int) -> float:
+    import time
+
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _unshifted(audio: np.ndarray, out: np.ndarray, sample_rate: int) -> float:
+    """Fraction of frames voiced in both whose f0 stayed within 5% of the input's (fast tracker on both)."""
+    f_in, _ = fast_f0(audio, sample_rate)
+    f_out, _ = fast_f0(out, sample_rate)
+    n = min(len(f_in), len(f_out))
+    both = np.isfinite(f_in[:n]) & np.isfinite(f_out[:n])
+    return float(np.mean(np.abs(f_out[:n][both] / f_in[:n][both] - 1) < 0.05)) if both.any() else float("nan")
+
+
+def bench(out_path: str = "bench/results/profile-cost.md", repeats: int = 5) -> str:
+    """Cost (vs the engine's own time) and quality (vs apply_profile) of the fast pitch path; writes markdown."""
+    import platform
+    from pathlib import Path
+
+    from chorus.adapters.adapted import apply_profile
+    from chorus.adapters.pitch import median_f0, pyin_f0
+    from chorus.adapters.targets import HELDOUT_SENTENCES
+    from chorus.engine.synth import SynthesisOptions, Synthesizer
+    from chorus.quality.dnsmos import dnsmos
+
+    synth = Synthesizer(backend="onnx", num_threads=2)
+    sr = synth.sample_rate
+    synth.synthesize("Warm up.")
+    pyin_f0(synth.synthesize("Warm up."), sr)  # librosa/numba load outside the timings
+    options = SynthesisOptions(seed=0)
+    audio = synth.synthesize(BENCH_TEXT, options)
+    duration = len(audio) / sr
+    engine_runs = [_best_time(lambda: synth.synthesize(BENCH_TEXT, options), 2)]  # topped up between the rows
+    profiles = {"psola x1.4": VoiceProfile(pitch_method="psola", pitch_factor=1.4),
+                "psola x0.8": VoiceProfile(pitch_method="psola", pitch_factor=0.8),
+                "resample x1.4": VoiceProfile(pitch_method="resample", pitch_factor=1.4),
+                "split x1.4 (resample x1.1)": VoiceProfile(pitch_method="split", pitch_factor=1.4, resample_factor=1.1)}
+    rows, rng = [], np.random.default_rng(0)
+    for name, prof in profiles.items():
+        engine_runs.append(_best_time(lambda: synth.synthesize(BENCH_TEXT, options), 1))
+        whole = apply_profile_fast(audio, sr, prof)
+        fast_s = _best_time(lambda: apply_profile_fast(audio, sr, prof), repeats)
+        stream, pieces, pos, held = ProfileStream(prof, sr), [], 0, 0.0
+        while pos < len(audio):
+            step = int(rng.uniform(0.3, 1.5) * sr)
+            pieces.append(stream.process(audio[pos:pos + step], final=pos + step >= len(audio)))
+            pos += step
+            if pos < len(audio):
+                held = max(held, pos / sr - stream.samples_out / sr / stream.time_scale)
+        streamed = np.concatenate(pieces)
+        diff = float(np.max(np.abs(streamed - whole))) if len(streamed) == len(whole) else float("nan")
+        rows.append((name, "apply_profile_fast", fast_s, f"{diff:.1e}", f"{held * 1000:.0f} ms"))
+        if prof.pitch_method in ("psola", "resample"):
+            rows.append((name, "apply_profile", _best_time(lambda: apply_profile(audio, sr, prof), 1), "-", "all"))
+    engine_s = min(engine_runs)
+    lines = ["# Voice-profile pitch path: cost and quality (adapters/profile.py)", "",
+             f"Base-voice engine output, {duration:.1f} s (`BENCH_TEXT`, seed 0). Engine `Synthesizer(backend='onnx', "
+             f"num_threads=2)`: {engine_s:.2f} s (RTF {engine_s / duration:.3f}), best of {len(engine_runs) + 1} runs "
+             f"spread over the timings ({platform.machine()}, Python {platform.python_version()}; a 2-core machine "
+             "shared with other jobs, so timings are noisy).", "",
+             "Rerun: `PYTHONSAFEPATH=1 python -m chorus.adapters.profile` (writes this file).", "",
+             f"## Cost (whole signal, best of {repeats}; streamed in random 0.3-1.5 s chunks)", "",
+             "| profile | implementation | time | RTF | % of engine time | streamed vs whole (max abs diff) "
+             "| held back |", "|---|---|---|---|---|---|---|"]
+    for name, impl, secs, diff, held in rows:
+        lines.append(f"| {name} | {impl} | {secs * 1000:.1f} ms | {secs / duration:.4f} | "
+                     f"{100 * secs / engine_s:.1f}% | {diff} | {held} |")
+    clips = {"BENCH_TEXT": audio,
+             "HELDOUT_SENTENCES[:5]": synth.synthesize(" ".join(HELDOUT_SENTENCES[:5]), SynthesisOptions(seed=1))}
+    lines += ["", "## Quality: psola path, apply_profile_fast vs adapters.adapted.apply_profile on the same inputs", "",
+              "DNSMOS OVRL and median f0 (pYIN, as the gate measures it) per clip. 'Left at base pitch': frames voiced "
+              "in input and output whose f0 moved by less than 5% (fast tracker on both).", ""]
+    lines += ["| clip | factor | implementation | DNSMOS OVRL | SIG | median f0 | vs input x factor "
+              "| left at base pitch |", "|---|---|---|---|---|---|---|---|"]
+    for clip_name, clip in clips.items():
+        f0_in = median_f0([clip], sr)
+        score = dnsmos(clip, sr)
+        lines.append(f"| {clip_name} ({len(clip) / sr:.1f} s) | input | - | {score.ovrl:.3f} | {score.sig:.3f} | "
+                     f"{f0_in:.1f} Hz | - | - |")
+        for factor in (1.4, 0.8):
+            prof = VoiceProfile(pitch_method="psola", pitch_factor=factor)
+            for impl, fn in (("apply_profile", apply_profile), ("apply_profile_fast", apply_profile_fast)):
+                out = fn(clip, sr, prof)
+                score, f0 = dnsmos(out, sr), median_f0([out], sr)
+                lines.append(f"| | {factor} | {impl} | {score.ovrl:.3f} | {score.sig:.3f} | {f0:.1f} Hz | "
+                             f"{100 * (f0 / (f0_in * factor) - 1):+.1f}% | {100 * _unshifted(clip, out, sr):.0f}% |")
+    text = "\n".join(lines) + "\n"
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(out_path).write_text(text)
+    return text
+
+
+if __name__ == "__main__":
+    print(bench())

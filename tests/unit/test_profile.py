@@ -1,0 +1,133 @@
+"""Fast, streaming voice-profile pitch path (chorus.adapters.profile): f0 against pYIN, streamed output equal to
+whole-signal output for every path, pitch moved by the factor, passthrough, time scale, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from chorus.adapters.pitch import from_model_domain, median_f0, pyin_f0
+from chorus.adapters.profile import ProfileStream, apply_profile_fast, fast_f0
+from chorus.adapters.targets import HELDOUT_SENTENCES, render_ids
+from chorus.adapters.train import VoiceProfile
+from chorus.adapters.trainset import text_ids
+
+SR = 22050
+PSOLA_UP = VoiceProfile(pitch_method="psola", pitch_factor=1.4)
+PSOLA_DOWN = VoiceProfile(pitch_method="psola", pitch_factor=0.8)
+RESAMPLE = VoiceProfile(pitch_method="resample", pitch_factor=1.4)
+SPLIT = VoiceProfile(pitch_method="split", pitch_factor=1.4, resample_factor=1.1)
+
+
+@pytest.fixture(scope="module")
+def speech(voice) -> np.ndarray:
+    """Two base-voice sentences (engine output with the voice's noise, seed 0) with a sentence silence between."""
+    parts = [render_ids(text_ids(text, voice), voice, seed=0)[0] for text in HELDOUT_SENTENCES[:2]]
+    return np.concatenate([parts[0], np.zeros(int(0.2 * SR), dtype=np.float32), parts[1]])
+
+
+@pytest.fixture(scope="module")
+def speech_pyin(speech) -> np.ndarray:
+    return pyin_f0(speech, SR)[0]
+
+
+def _stream(profile: VoiceProfile, audio: np.ndarray, seed: int = 0) -> tuple[np.ndarray, float]:
+    """Output of random 0.3-1.5 s chunks (with an empty and a few tiny ones), and the most input held back (s)."""
+    rng = np.random.default_rng(seed)
+    stream, pieces, pos, held = ProfileStream(profile, SR), [], 0, 0.0
+    sizes = [0, 1, 7, 300]
+    while pos < len(audio):
+        size = sizes.pop(0) if sizes else int(rng.uniform(0.3, 1.5) * SR)
+        pieces.append(stream.process(audio[pos:pos + size], final=pos + size >= len(audio)))
+        assert pieces[-1].dtype == np.float32
+        pos += size
+        if pos < len(audio):
+            held = max(held, (pos - stream.samples_out / stream.time_scale) / SR)
+    return np.concatenate(pieces), held
+
+
+def test_fast_f0_agrees_with_pyin(speech, speech_pyin):
+    f0, times = fast_f0(speech, SR)
+    assert len(f0) == len(speech_pyin) and times[1] == pytest.approx(256 / SR)
+    both = np.isfinite(f0) & np.isfinite(speech_pyin)
+    assert both.sum() >= 0.6 * np.isfinite(speech_pyin).sum(), "too few frames voiced in both"
+    log_ratio = np.abs(np.log(f0[both] / speech_pyin[both]))
+    assert np.median(log_ratio) < 0.03, f"median |log ratio| {np.median(log_ratio):.3f}"
+    assert np.mean(log_ratio > np.log(1.5)) < 0.02, "octave errors"
+    assert np.nanmin(f0) >= 60 and np.nanmax(f0) <= 200
+
+
+@pytest.mark.parametrize("profile", [PSOLA_UP, PSOLA_DOWN, RESAMPLE, SPLIT],
+                         ids=["psola1.4", "psola0.8", "resample", "split"])
+def test_streamed_output_equals_whole_signal_output(speech, profile):
+    whole = apply_profile_fast(speech, SR, profile)
+    streamed, held = _stream(profile, speech)
+    assert len(streamed) == len(whole)
+    assert np.max(np.abs(streamed - whole)) < 1e-5
+    assert held <= 0.1, f"held back {held * 1000:.0f} ms of input"
+    assert held <= ProfileStream(profile, SR).lookahead_s + 0.01
+
+
+def test_psola_moves_pitch_by_the_factor_and_keeps_length(speech, speech_pyin):
+    f0_in = float(np.nanmedian(speech_pyin))
+    for profile in (PSOLA_UP, PSOLA_DOWN):
+        out = apply_profile_fast(speech, SR, profile)
+        assert len(out) == len(speech) and np.isfinite(out).all()
+        ratio = median_f0([out], SR) / f0_in
+        assert abs(ratio / profile.pitch_factor - 1) < 0.05, f"f0 ratio {ratio:.3f}, expected {profile.pitch_factor}"
+        # Voiced frames are moved throughout, not only where pYIN finds voicing.
+        f_in, f_out = fast_f0(speech, SR)[0], fast_f0(out, SR)[0]
+        both = np.isfinite(f_in) & np.isfinite(f_out)
+        assert np.mean(np.abs(f_out[both] / f_in[both] - 1) < 0.05) < 0.1
+
+
+def test_resample_and_split_paths(speech):
+    out = apply_profile_fast(speech, SR, RESAMPLE)
+    reference = from_model_domain(speech, SR, 1.4)  # the whole-signal path of apply_profile
+    assert abs(len(out) - len(reference)) <= 1
+    n = min(len(out), len(reference))
+    assert np.max(np.abs(out[:n] - reference[:n])) < 1e-3
+    split = apply_profile_fast(speech, SR, SPLIT)
+    assert abs(len(split) - len(speech) / 1.1) <= 2
+
+
+def test_time_scale_and_passthrough(speech):
+    assert ProfileStream(PSOLA_UP, SR).time_scale == 1.0
+    assert ProfileStream(RESAMPLE, SR).time_scale == pytest.approx(1 / 1.4)
+    assert ProfileStream(SPLIT, SR).time_scale == pytest.approx(1 / 1.1)
+    for profile in (VoiceProfile(pitch_method="psola", pitch_factor=1.0), VoiceProfile(pitch_method="resample"),
+                    VoiceProfile(pitch_method="split", pitch_factor=1.2, resample_factor=1.2)):
+        out = apply_profile_fast(speech, SR, profile)
+        if profile.pitch_method == "split":  # PSOLA factor 1: resampling only
+            assert np.array_equal(out, apply_profile_fast(speech, SR, VoiceProfile(pitch_factor=1.2)))
+        else:
+            assert out.dtype == np.float32 and np.array_equal(out, speech)
+            assert ProfileStream(profile, SR).time_scale == 1.0
+
+
+def test_silence_and_short_input():
+    for n in (0, 100, SR):
+        silent = np.zeros(n, dtype=np.float32)
+        assert np.array_equal(apply_profile_fast(silent, SR, PSOLA_UP), silent)
+    tone = np.sin(2 * np.pi * 100 * np.arange(SR // 2) / SR).astype(np.float32)
+    out = apply_profile_fast(tone, SR, PSOLA_UP)
+    f0 = fast_f0(out[2000:-2000], SR)[0]
+    assert len(out) == len(tone) and np.nanmedian(f0) == pytest.approx(140, rel=0.03)
+
+
+def test_bad_input_is_refused_clearly():
+    stream = ProfileStream(PSOLA_UP, SR)
+    assert stream.process(np.zeros(0, dtype=np.float32)).size == 0
+    with pytest.raises(ValueError, match="NaN"):
+        stream.process(np.array([0.1, np.nan], dtype=np.float32))
+    with pytest.raises(ValueError, match="mono"):
+        stream.process(np.zeros((2, 100), dtype=np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        apply_profile_fast(np.full(1000, np.inf, dtype=np.float32), SR, RESAMPLE)
+    with pytest.raises(ValueError, match="NaN"):
+        fast_f0(np.full(1000, np.nan), SR)
+    stream.process(np.zeros(10, dtype=np.float32), final=True)
+    with pytest.raises(RuntimeError, match="finished"):
+        stream.process(np.zeros(10, dtype=np.float32))
+    with pytest.raises(ValueError, match="world"):
+        ProfileStream(VoiceProfile(pitch_method="world", pitch_factor=1.2), SR)
