@@ -7,7 +7,7 @@ VENV = $(shell tools/bootstrap.sh | tail -1)
 PYTEST_ARGS ?=
 TEXT ?= Hello from Chorus. Every tenant voice is a small adapter on one shared model, and this is the base voice.
 
-.PHONY: venv run test test-unit controlplane bench bench-engine bench-operator bench-adapt clean-cache
+.PHONY: venv run test test-unit controlplane bench bench-engine bench-serve bench-operator bench-adapt clean-cache
 
 venv:  ## build or reuse the cached virtualenv and install Chorus into it
 	@echo "virtualenv: $(VENV)"
@@ -15,10 +15,9 @@ venv:  ## build or reuse the cached virtualenv and install Chorus into it
 controlplane:  ## build etcd, kube-apiserver, kube-controller-manager and helm into the cache
 	@bash controlplane/build.sh
 
-run:  ## the main job on the embedded default voice: synthesise speech and score it
+run:  ## the platform locally: a demo tenant (base voice + a voice trained once), served on Ray Serve, until Ctrl-C
 	@venv="$(VENV)"; mkdir -p out; \
-	"$$venv/bin/chorus" synth "$(TEXT)" -o out/hello.wav && \
-	"$$venv/bin/chorus" eval out/hello.wav --text "$(TEXT)"
+	"$$venv/bin/chorus" demo --out out --text "$(TEXT)" $(RUN_ARGS)
 
 test:  ## every test: unit, integration (real control plane, Ray, helm) and end to end
 	@venv="$(VENV)"; bash controlplane/build.sh && \
@@ -28,13 +27,16 @@ test:  ## every test: unit, integration (real control plane, Ray, helm) and end 
 test-unit:  ## only the fast unit tests
 	@venv="$(VENV)"; "$$venv/bin/python" -m pytest tests/unit $(PYTEST_ARGS)
 
-bench: bench-engine  ## all benchmarks (JSON lines on stdout, files in bench/results/)
+bench: bench-engine bench-serve  ## all benchmarks (JSON lines on stdout, files in bench/results/)
 
 bench-engine:
 	@venv="$(VENV)"; "$$venv/bin/python" -m bench.engine
 
 bench-operator:
 	@venv="$(VENV)"; bash controlplane/build.sh && "$$venv/bin/python" -m bench.operator
+
+bench-serve:  ## serving throughput, latency, time to first byte and memory against Piper in process (~10 min)
+	@venv="$(VENV)"; "$$venv/bin/python" -m bench.serve $(BENCH_ARGS)
 
 bench-adapt:  ## train and score adapters for the three generated voices, two at a time on one core each (~30 min)
 	@venv="$(VENV)"; "$$venv/bin/python" -m bench.adapt --jobs 2 --threads 1

@@ -108,3 +108,110 @@ def s3_endpoint() -> Iterator[str]:
             yield f"http://{host}:{port}"
         finally:
             server.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray and the serving tier (chorus.serving): one local Ray (2 CPUs) and one Serve HTTP proxy on a
+# free loopback port per session; the Chorus application is deployed once, over a tenants file the
+# tests may rewrite (ServingEnv.write_tenants) and must restore (ServingEnv.restore).
+# ---------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_serve() -> Iterator[str]:
+    """A local Ray with Serve's HTTP proxy on 127.0.0.1; yields the proxy's base URL."""
+    import os
+
+    import ray
+    from ray import serve
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_AUTH_MODE", "disabled")
+        mp.setenv("RAY_TMPDIR", f"/tmp/chorus-ray-{os.getpid()}")
+        port = _free_port()
+        ray.init(num_cpus=2, object_store_memory=100 * 2**20, log_to_driver=False, include_dashboard=False)
+        try:
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+
+
+class ServingEnv:
+    """The deployed Chorus app: its URL, tenants' keys, registry folder and a writable tenants file."""
+
+    def __init__(self, url: str, tenants_file: Path, registry: Path, keys: dict[str, str], tenants: list[dict]):
+        self.url, self.tenants_file, self.registry, self.keys = url, tenants_file, registry, keys
+        self.default_tenants = tenants
+
+    def headers(self, tenant: str) -> dict[str, str]:
+        """Authorization header for a tenant."""
+        return {"Authorization": f"Bearer {self.keys[tenant]}"}
+
+    def write_tenants(self, tenants: list[dict]) -> None:
+        """Replace the tenants file (the app picks it up within ~1 s)."""
+        import yaml
+
+        tmp = self.tenants_file.with_suffix(".tmp")
+        tmp.write_text(yaml.safe_dump({"tenants": tenants}))
+        tmp.replace(self.tenants_file)
+
+    def restore(self) -> None:
+        """Put the default tenants back and wait until they serve."""
+        import time
+
+        self.write_tenants(self.default_tenants)
+        time.sleep(2.5)
+
+
+@pytest.fixture(scope="session")
+def serving(ray_serve, tmp_path_factory, model, base_fp) -> Iterator[ServingEnv]:
+    """Chorus on Ray Serve with tenants `acme` (voice `bright`: resample profile x1.15) and `globex` (voice
+    `deep`: PSOLA profile x0.85, and `pending`, not Ready), each with real engine adapters in a file:// registry;
+    `slow` has a limit of 3 requests per minute."""
+    import hashlib
+
+    from ray import serve
+
+    from chorus.adapters.testartifacts import make_engine_artifact
+    from chorus.serving.app import ServingArgs, build_app
+
+    root = tmp_path_factory.mktemp("serving")
+    registry = root / "registry"
+    voices = {("acme", "bright", 1): (11, {"pitch_factor": 1.15, "pitch_method": "resample", "length_scale": 1.15}),
+              ("globex", "deep", 1): (12, {"pitch_factor": 0.85, "pitch_method": "psola", "length_scale": 1.0})}
+    for (tenant, voice, version), (seed, profile) in voices.items():
+        make_engine_artifact(registry / tenant / voice / str(version), model, tenant=tenant, voice=voice,
+                             base_fingerprint=base_fp, seed=seed, profile=profile)
+    keys = {name: f"chorus_{name}{'k' * (43 - len(name))}" for name in ("acme", "globex", "slow")}
+    sha = {name: hashlib.sha256(key.encode()).hexdigest() for name, key in keys.items()}
+
+    def uri(tenant: str, voice: str, version: int) -> str:
+        return (registry / tenant / voice / str(version)).as_uri()
+
+    tenants = [
+        {"name": "acme", "apiKeySha256": sha["acme"], "limits": {"requestsPerMinute": 10_000, "maxConcurrent": 16},
+         "voices": [{"name": "bright", "version": 1, "adapterUri": uri("acme", "bright", 1)}]},
+        {"name": "globex", "apiKeySha256": sha["globex"], "limits": {"requestsPerMinute": 10_000, "maxConcurrent": 16,
+                                                                     "maxCharsPerRequest": 400},
+         "voices": [{"name": "deep", "version": 1, "adapterUri": uri("globex", "deep", 1)},
+                    {"name": "pending", "state": "Training"}]},
+        {"name": "slow", "apiKeySha256": sha["slow"], "limits": {"requestsPerMinute": 3}},
+    ]
+    env = ServingEnv(ray_serve, root / "tenants.yaml", registry, keys, tenants)
+    env.write_tenants(tenants)
+    serve.run(build_app(ServingArgs(tenants_file=env.tenants_file, max_queued_requests=16, max_ongoing_requests=4,
+                                    synthesis_cpus=0.5)), name="chorus", route_prefix="/")
+    try:
+        yield env
+    finally:
+        serve.delete("chorus")

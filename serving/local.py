@@ -1,0 +1,33 @@
+"""Run the serving application on this machine: a local Ray, Serve's HTTP proxy, the Chorus app."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from chorus.serving.app import ServingArgs, build_app
+
+APP_NAME = "chorus"
+
+
+def start_local(args: ServingArgs, host: str = "127.0.0.1", port: int = 8000, num_cpus: int | None = None) -> str:
+    """Start Ray and Serve here and deploy Chorus; returns the base URL once the app is ready."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local only: no token file to manage
+    os.environ.setdefault("RAY_TMPDIR", os.path.join(tempfile.gettempdir(), f"chorus-ray-{os.getuid()}"))
+    import ray
+    from ray import serve
+
+    ray.init(num_cpus=num_cpus or os.cpu_count(), object_store_memory=100 * 2**20, log_to_driver=False,
+             include_dashboard=False, logging_level="WARNING")
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build_app(args), name=APP_NAME, route_prefix="/")
+    return f"http://{host}:{port}"
+
+
+def stop_local() -> None:
+    """Shut Serve and Ray down."""
+    import ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
