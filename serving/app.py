@@ -252,8 +252,11 @@ class Ingress:
         return out
 
 
-def build_app(args: ServingArgs) -> serve.Application:
-    """The Chorus serving application for these arguments."""
+def build_app(args: ServingArgs | dict) -> serve.Application:
+    """The Chorus serving application for these arguments (a ServingArgs or the plain dict Serve passes)."""
+    # Serve converts a builder's dict to its annotated model only when the annotation is a class,
+    # which `from __future__ import annotations` turns into a string: validate here instead.
+    args = args if isinstance(args, ServingArgs) else ServingArgs.model_validate(args)
     synthesis = Synthesis.options(
         num_replicas=args.synthesis_replicas, max_ongoing_requests=args.max_ongoing_requests,
         max_queued_requests=args.max_queued_requests,
