@@ -55,15 +55,15 @@ def ensure_demo_voice(root: Path) -> str:
         return (root / "registry" / TENANT / VOICE / str(version)).as_uri()
     from chorus.adapters.artifact import build_manifest, save_peft_adapter
     from chorus.adapters.dataset import prepare_dataset
-    from chorus.adapters.targets import write_target_set
+    from chorus.adapters.targets import TRAIN_SENTENCES, render_target, write_clips
     from chorus.adapters.train import TrainConfig, train_adapter
     from chorus.engine.voice import load_base_voice
 
     work = root / "work"
     _log(f"making ~60 s of speech in the demo voice ({TARGET.model_dump()})")
-    clips = write_target_set(work / "clips", TARGET)
+    clips = write_clips(work / "clips", TRAIN_SENTENCES, lambda s: render_target(s, TARGET), "train")
     _log("preparing the training set")
-    dataset = prepare_dataset((clips / "train").as_uri(), work / "dataset", overwrite=True)
+    dataset = prepare_dataset(clips.as_uri(), work / "dataset", overwrite=True)
     _log(f"training {STEPS} steps (the progress bar shows loss and ETA)")
     result = train_adapter(work / "dataset", TrainConfig(steps=STEPS, max_minutes=3),
                            checkpoint_dir=work / "checkpoints")
@@ -132,10 +132,10 @@ def run_demo(out: Path, port: int = 8000, text: str | None = None, wait: bool = 
         print(f"  curl -sS {url}/v1/audio/speech -H \"Authorization: Bearer $(cat {root / 'api-key'})\" "
               f"-H 'Content-Type: application/json' -d '{{\"model\": \"chorus\", \"voice\": \"{VOICE}\", "
               f"\"input\": \"Hello there.\", \"response_format\": \"wav\"}}' -o hello.wav\n")
-        print("  python - <<'EOF'\n  from openai import OpenAI\n"
-              f"  client = OpenAI(base_url=\"{url}/v1\", api_key=open(\"{root / 'api-key'}\").read().strip())\n"
-              f"  client.audio.speech.create(model=\"tts-1\", voice=\"{VOICE}\", input=\"Hello there.\")"
-              ".write_to_file(\"hello.mp3\")\n  EOF\n")
+        print("python - <<'EOF'\nfrom openai import OpenAI\n"
+              f"client = OpenAI(base_url=\"{url}/v1\", api_key=open(\"{root / 'api-key'}\").read().strip())\n"
+              f"client.audio.speech.create(model=\"tts-1\", voice=\"{VOICE}\", input=\"Hello there.\")"
+              ".write_to_file(\"hello.mp3\")\nEOF\n")
         print(f"  Playground: {url}/   API docs: {url}/docs   Metrics: {url}/metrics")
         if wait:
             print("\nServing until Ctrl-C.", flush=True)
