@@ -293,31 +293,26 @@ def build_api(backend: Backend, sample_rate: int, max_body_bytes: int = 1 << 20)
                            kind=err.get("type", "server_error"), headers=err.get("headers"))
         return first, items
 
-    async def chunks(tenant: Tenant, first: dict, items, decision: Decision, endpoint: str, started: float,
-                     on_done=None) -> AsyncIterator[dict]:
+    async def chunks(tenant: Tenant, first: dict, items, decision: Decision, endpoint: str,
+                     started: float) -> AsyncIterator[dict]:
         """The synthesis items, with metrics and the lease released at the end (or on disconnect)."""
         status = "200"
         audio_s = 0.0
         try:
-            item = first
-            while True:
-                if "audio" in item:
-                    audio_s += len(item["audio"]) / sample_rate
+            async for item in _chain(first, items):
                 if "done" in item:
                     done = item["done"]
                     metrics.observe_cache(done.get("replica", ""), done.get("cache", {}))
                     if audio_s > 0:
                         metrics.rtf.observe(done.get("compute_s", 0.0) / audio_s)
-                    if on_done:
-                        on_done(done)
                     break
                 if "error" in item:  # failed mid-stream: the response has started, so it ends here
                     status = str(item["error"]["status"])
                     log.warning("synthesis for tenant %s failed mid-stream: %s", tenant.name, item["error"]["code"])
                     break
+                audio_s += len(item["audio"]) / sample_rate
                 yield item
-                item = await items.__anext__()
-        except (asyncio.CancelledError, StopAsyncIteration):
+        except asyncio.CancelledError:  # the client went away
             status = "499"
             raise
         finally:
@@ -441,6 +436,12 @@ def build_api(backend: Backend, sample_rate: int, max_body_bytes: int = 1 << 20)
         return HTMLResponse(resources.files("chorus.serving").joinpath("playground.html").read_text("utf-8"))
 
     return app
+
+
+async def _chain(first: dict, rest) -> AsyncIterator[dict]:
+    yield first
+    async for item in rest:
+        yield item
 
 
 def _sse(event: dict) -> bytes:
