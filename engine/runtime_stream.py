@@ -5,8 +5,8 @@ about a quarter of its cost. The HiFi-GAN decoder, the rest, is a stack of convo
 receptive field, so a window of latent frames decoded with `DECODER_CONTEXT` frames of real neighbours
 on each side gives, inside the window, the samples the whole sentence would (to float rounding): the
 windows are cut, not cross-faded, and there is no seam to hear. The first window is short so the first
-audio is out after a fraction of the sentence's compute; later ones are longer so the context overhead
-stays small. Tenant voices pass their merged weights per run (`weights`: state-dict key -> array):
+audio is out after a fraction of the sentence's compute; later ones grow geometrically, each ready
+before the audio already sent has played, so the context's overhead stays small. Tenant voices pass their merged weights per run (`weights`: state-dict key -> array):
 flow weights go to the flow graph, decoder weights to the decoder, at the base graph's speed.
 """
 
@@ -27,8 +27,11 @@ DECODER_CONTEXT = 12
 tests/unit/test_runtime_stream.py (windowed == whole to float rounding at this context)."""
 FIRST_WINDOW = 24
 """Frames in the first window (~0.28 s of audio): small, so the first bytes go out early."""
-WINDOW = 96
-"""Frames in each later window (~1.1 s): large, so the context costs ~25% of decoder time at most."""
+GROWTH = 4
+"""Each window is this many times the one before. The decoder runs at ~0.05 of real time, so a window
+4x the audio already sent is ready long before that audio has played (no gap for the listener), while
+the windows of a sentence stay few: the context costs ~7% of a 12 s sentence's decoder time, and a
+sentence after one that already gave a listener enough audio is decoded in one window (no cost)."""
 
 Weights = Mapping[str, np.ndarray]
 
@@ -45,17 +48,22 @@ class Latents(NamedTuple):
         return int(self.z.shape[2])
 
 
-def windows(frames: int, first: int = FIRST_WINDOW, size: int = WINDOW) -> list[tuple[int, int]]:
-    """[start, stop) frame ranges covering `frames`: one of `first` frames, then `size` each (last may be short)."""
+def windows(frames: int, first: int = FIRST_WINDOW, growth: float = GROWTH) -> list[tuple[int, int]]:
+    """[start, stop) frame ranges covering `frames`: `first` frames, then each `growth` times the one before.
+
+    A tail shorter than `first` is folded into the window before it (no tiny windows).
+    """
     if frames <= 0:
         return []
-    out, start, step = [], 0, first
+    if first < 1 or growth < 1:
+        raise ValueError(f"first must be >= 1 and growth >= 1, got {first} and {growth}")
+    out, start, step = [], 0, float(first)
     while start < frames:
-        stop = min(frames, start + step)
-        if frames - stop < size // 4:  # no tiny tail window: fold it into this one
+        stop = min(frames, start + int(step))
+        if frames - stop < first:
             stop = frames
         out.append((start, stop))
-        start, step = stop, size
+        start, step = stop, step * growth
     return out
 
 
@@ -103,7 +111,7 @@ class StreamingRuntime:
         return audio[0, (start - lo) * HOP_LENGTH:(stop - lo) * HOP_LENGTH]
 
     def stream(self, latents: Latents, weights: Weights | None = None, first: int = FIRST_WINDOW,
-               size: int = WINDOW) -> Iterator[np.ndarray]:
+               growth: float = GROWTH) -> Iterator[np.ndarray]:
         """The sentence's audio, window by window."""
-        for start, stop in windows(latents.frames, first, size):
+        for start, stop in windows(latents.frames, first, growth):
             yield self.decode(latents.z, start, stop, weights)

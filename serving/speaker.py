@@ -19,7 +19,7 @@ import torch
 
 from chorus.adapters.profile import ProfileStream
 from chorus.engine.runtime_ort import HOP_LENGTH, OrtSettings
-from chorus.engine.runtime_stream import FIRST_WINDOW, WINDOW, StreamingRuntime, windows
+from chorus.engine.runtime_stream import FIRST_WINDOW, GROWTH, StreamingRuntime, windows
 from chorus.engine.synth import STREAM_BLOCK_CHARS, text_blocks
 from chorus.serving.timestamps import WordTime, word_times
 from chorus.serving.voices import LoadedVoice, VoiceCache
@@ -40,7 +40,7 @@ class Speaker:
 
     def __init__(self, threads: int = 2, voice_cache_mb: float = 256.0,
                  storage_options: Callable[[str], dict] | None = None, first_window: int = FIRST_WINDOW,
-                 window: int = WINDOW):
+                 growth: float = GROWTH):
         from chorus.engine.export import cached_export, cached_stream_export
         from chorus.engine.frontend import TextFrontEnd
         from chorus.engine.voice import load_base_voice
@@ -60,7 +60,7 @@ class Speaker:
                                 storage_options)
         self.frontend = TextFrontEnd(self.voice)
         self._frontend_lock = threading.Lock()  # one espeak-ng process: one caller at a time
-        self.first_window, self.window = first_window, window
+        self.first_window, self.growth = first_window, growth
 
     def _utterances(self, text: str):
         if not isinstance(text, str) or not text.strip():
@@ -97,7 +97,9 @@ class Speaker:
             lead = silence if model_samples else silence[:0]
             words = word_times(utterance.text, utterance.phonemes, latents.durations, hop_s,
                                (model_samples + len(lead)) / self.sample_rate * time_scale, time_scale)
-            for start, stop in windows(latents.frames, self.first_window, self.window):
+            # the first window may be `growth` times the audio already sent: it is ready before that has played
+            first = max(self.first_window, int(self.growth * model_samples / HOP_LENGTH))
+            for start, stop in windows(latents.frames, first, self.growth):
                 audio = self.runtime.decode(latents.z, start, stop, weights)
                 if start == 0 and len(lead):
                     audio = np.concatenate([lead, audio])

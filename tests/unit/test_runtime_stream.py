@@ -19,7 +19,7 @@ from chorus.engine.export import cached_export, cached_stream_export
 from chorus.engine.frontend import TextFrontEnd
 from chorus.engine.ort_adapters import AdapterError
 from chorus.engine.runtime_ort import HOP_LENGTH, OnnxRuntime, OrtSettings
-from chorus.engine.runtime_stream import DECODER_CONTEXT, FIRST_WINDOW, WINDOW, StreamingRuntime, windows
+from chorus.engine.runtime_stream import DECODER_CONTEXT, FIRST_WINDOW, GROWTH, StreamingRuntime, windows
 
 TEXT = "Chorus streams each sentence in windows, and nobody hears a seam."
 SCALES = (0.667, 1.0, 0.8)
@@ -29,33 +29,37 @@ SEED = 5
 # --- windows() ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("first, size", [(FIRST_WINDOW, WINDOW), (10, 40), (1, 4), (7, 7), (50, 8)])
-def test_windows_tile_the_frames_exactly(first, size):
+@pytest.mark.parametrize("first, growth", [(FIRST_WINDOW, GROWTH), (10, 2), (1, 1), (7, 1.5), (50, 8)])
+def test_windows_tile_the_frames_exactly(first, growth):
     for frames in range(0, 400):
-        spans = windows(frames, first, size)
+        spans = windows(frames, first, growth)
         if frames == 0:
             assert spans == []
             continue
         assert spans[0][0] == 0 and spans[-1][1] == frames
         assert all(a < b for a, b in spans)  # no empty windows
         assert all(prev[1] == nxt[0] for prev, nxt in zip(spans, spans[1:]))  # no gaps, no overlaps
-        # the first window is `first` frames unless the rest would be a tiny tail
-        expected_first = first if frames - first >= size // 4 else frames
+        # the first window is `first` frames unless the rest would be a tail shorter than `first`
+        expected_first = first if frames - first >= first else frames
         assert spans[0] == (0, min(frames, expected_first))
-        later = [b - a for a, b in spans[1:]]
-        assert all(n == size for n in later[:-1])
-        if later:  # the last window is never a tiny tail: it is folded into the one before
-            assert size // 4 <= later[-1] < size + size // 4
+        sizes = [b - a for a, b in spans]
+        for k, n in enumerate(sizes[:-1]):  # each window `growth` times the one before (whole frames)
+            assert n == int(first * growth**k)
+        if len(sizes) > 1:  # the last is never a tiny tail: it is folded into the one before
+            assert sizes[-1] >= first
 
 
 def test_windows_by_hand():
     assert windows(0) == [] and windows(-3) == []
     assert windows(5) == [(0, 5)]
-    assert windows(40) == [(0, 40)]  # 16 left after 24 < 96 // 4: one window
+    assert windows(40) == [(0, 40)]  # 16 left after 24 < 24: one window
     assert windows(48) == [(0, 24), (24, 48)]
     assert windows(130) == [(0, 24), (24, 130)]  # 10 left after 120: folded into the second window
     assert windows(150) == [(0, 24), (24, 120), (120, 150)]
-    assert windows(10, first=4, size=4) == [(0, 4), (4, 8), (8, 10)]
+    assert windows(1030) == [(0, 24), (24, 120), (120, 504), (504, 1030)]  # a 12 s sentence: 4 windows
+    assert windows(10, first=4, growth=1) == [(0, 4), (4, 10)]
+    with pytest.raises(ValueError):
+        windows(10, first=0)
 
 
 # --- the runtime on the real base model ------------------------------------------------------------------
