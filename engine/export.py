@@ -223,15 +223,20 @@ def onnx_cache_dir() -> Path:
     return get_settings().cache_dir("onnx")
 
 
-def cached_export(model: VitsModel, fingerprint: str, cache_dir: Path | None = None) -> OnnxExport:
-    """The export of the base model with this fingerprint, from the cache or exported now when missing."""
+def _cached(model: VitsModel, fingerprint: str, cache_dir: Path | None, kind, export):
+    """Graphs of `kind` (a NamedTuple of paths named by its fields) from the cache, or exported there now."""
     cache_dir = cache_dir or onnx_cache_dir()
     stem = f"{fingerprint[:16]}-{EXPORTER_VERSION}"
-    paths = OnnxExport(cache_dir / f"{stem}-text.onnx", cache_dir / f"{stem}-audio.onnx")
-    if paths.text.is_file() and paths.audio.is_file():
+    paths = kind(*(cache_dir / f"{stem}-{name}.onnx" for name in kind._fields))
+    if all(path.is_file() for path in paths):
         return paths
-    log.info("exporting the base model to ONNX in %s", cache_dir)
-    return export_onnx(model, cache_dir, stem)
+    log.info("exporting the base model's %s graphs to ONNX in %s", "/".join(kind._fields), cache_dir)
+    return export(model, cache_dir, stem)
+
+
+def cached_export(model: VitsModel, fingerprint: str, cache_dir: Path | None = None) -> OnnxExport:
+    """The export of the base model with this fingerprint, from the cache or exported now when missing."""
+    return _cached(model, fingerprint, cache_dir, OnnxExport, export_onnx)
 
 
 def _export_overridable(stage: nn.Module, twin_stage: nn.Module, args: tuple, path: Path, inputs: tuple,
@@ -275,10 +280,4 @@ def export_stream_graphs(model: VitsModel, directory: Path | str, stem: str = "c
 
 def cached_stream_export(model: VitsModel, fingerprint: str, cache_dir: Path | None = None) -> StreamExport:
     """The streaming graphs of the base model with this fingerprint, from the cache or exported now."""
-    cache_dir = cache_dir or onnx_cache_dir()
-    stem = f"{fingerprint[:16]}-{EXPORTER_VERSION}"
-    paths = StreamExport(cache_dir / f"{stem}-latent.onnx", cache_dir / f"{stem}-decoder.onnx")
-    if paths.latent.is_file() and paths.decoder.is_file():
-        return paths
-    log.info("exporting the base model's streaming graphs to ONNX in %s", cache_dir)
-    return export_stream_graphs(model, cache_dir, stem)
+    return _cached(model, fingerprint, cache_dir, StreamExport, export_stream_graphs)
