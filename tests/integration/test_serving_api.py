@@ -314,3 +314,36 @@ def test_each_voice_is_routed_to_the_replica_where_it_is_hot(serving, model, bas
         assert sum(loads.values()) == 2, (loads, hits)
     finally:
         serve.delete("two")
+
+
+def test_overload_is_refused_fast_with_503_and_the_rest_get_audio(serving):
+    """A replica that takes 1 request plus 1 queued: a burst of 8 gets audio or a quick 503, nothing else."""
+    from ray import serve
+
+    from chorus.serving.app import ServingArgs, build_app
+
+    args = ServingArgs(tenants_file=serving.tenants_file, synthesis_cpus=0.5, max_ongoing_requests=1,
+                       max_queued_requests=1)
+    serve.run(build_app(args), name="tight", route_prefix="/tight")
+    text = "This request is long enough to keep the only synthesis slot busy for a while, on purpose."
+
+    def one(_):
+        started = time.perf_counter()
+        body = {"model": "chorus", "input": text, "voice": "default", "response_format": "wav"}
+        response = httpx.post(f"{serving.url}/tight/v1/audio/speech", headers=serving.headers("acme"), json=body,
+                              timeout=120)
+        return response, time.perf_counter() - started
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(one, range(8)))
+        codes = sorted(r.status_code for r, _ in results)
+        assert set(codes) <= {200, 503} and 200 in codes and 503 in codes, codes
+        for response, seconds in results:
+            if response.status_code == 503:
+                assert error(response, 503, "overloaded") and response.headers["Retry-After"] == "1"
+                assert seconds < 2.0, seconds  # refused at once, not after waiting its turn
+            else:
+                assert len(wav(response)) > 22050
+    finally:
+        serve.delete("tight")
