@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from chorus.adapters.pitch import from_model_domain, world_pitch_shift
+from chorus.adapters.profile import apply_profile_fast
 from chorus.adapters.psola import psola_shift
 from chorus.adapters.train import TrainResult, VoiceProfile
 from chorus.adapters.trainset import text_ids
@@ -45,11 +46,17 @@ class AdaptedVoice:
                                 noise_scale=self.voice.noise_scale if noise_scale is None else noise_scale,
                                 length_scale=self.profile.length_scale,
                                 noise_w=self.voice.noise_w if noise_w is None else noise_w, generator=gen)
-        return apply_profile(out.audio[0, : int(out.audio_lengths[0])].numpy(), self.voice.sample_rate, self.profile)
+        # The same pitch path serving streams (chorus.adapters.profile), so the gate judges what is served.
+        return apply_profile_fast(out.audio[0, : int(out.audio_lengths[0])].numpy(), self.voice.sample_rate,
+                                  self.profile)
 
 
 def apply_profile(audio: np.ndarray, sample_rate: int, profile: VoiceProfile) -> np.ndarray:
-    """Move model-domain engine output to the voice's pitch and formants (chorus.adapters.pitch)."""
+    """Move model-domain engine output to the voice's pitch and formants (chorus.adapters.pitch), whole signal.
+
+    The reference the fast, streaming path (chorus.adapters.profile.apply_profile_fast: what serving and
+    AdaptedVoice run) is measured against; its pYIN pass costs more than the engine itself.
+    """
     r = profile.pitch_factor
     if profile.pitch_method == "psola":
         return psola_shift(audio, sample_rate, r)
