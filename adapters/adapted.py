@@ -6,7 +6,6 @@ import numpy as np
 import torch
 
 from chorus.adapters.pitch import from_model_domain, world_pitch_shift
-from chorus.adapters.profile import apply_profile_fast
 from chorus.adapters.psola import psola_shift
 from chorus.adapters.train import TrainResult, VoiceProfile
 from chorus.adapters.trainset import text_ids
@@ -46,16 +45,17 @@ class AdaptedVoice:
                                 noise_scale=self.voice.noise_scale if noise_scale is None else noise_scale,
                                 length_scale=self.profile.length_scale,
                                 noise_w=self.voice.noise_w if noise_w is None else noise_w, generator=gen)
-        # The same pitch path serving streams (chorus.adapters.profile), so the gate judges what is served.
-        return apply_profile_fast(out.audio[0, : int(out.audio_lengths[0])].numpy(), self.voice.sample_rate,
-                                  self.profile)
+        # The whole-signal pYIN path: with serving's fast streamed path (chorus.adapters.profile) the bench's
+        # high voice closed 69% of its similarity gap instead of 74% (bench/results/adapt-fastpitch.md).
+        return apply_profile(out.audio[0, : int(out.audio_lengths[0])].numpy(), self.voice.sample_rate,
+                             self.profile)
 
 
 def apply_profile(audio: np.ndarray, sample_rate: int, profile: VoiceProfile) -> np.ndarray:
     """Move model-domain engine output to the voice's pitch and formants (chorus.adapters.pitch), whole signal.
 
-    The reference the fast, streaming path (chorus.adapters.profile.apply_profile_fast: what serving and
-    AdaptedVoice run) is measured against; its pYIN pass costs more than the engine itself.
+    What evaluation and the gate score. Serving streams the fast path (chorus.adapters.profile), measured
+    against this one: its pYIN pass costs more than the engine itself.
     """
     r = profile.pitch_factor
     if profile.pitch_method == "psola":
