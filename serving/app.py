@@ -120,10 +120,14 @@ class Synthesis:
                 await self._attach(key.model_id)
                 voice, _ = await self._run(self.speaker.cache.get, key)
             chunks = self.speaker.stream(request["text"], voice, request["speed"], request.get("seed"))
-            while True:
+
+            def timed_next():  # compute time only: the wait for a slot is not synthesis
                 t0 = time.perf_counter()
-                chunk = await self._run(next, chunks, None)
-                compute += time.perf_counter() - t0
+                return next(chunks, None), time.perf_counter() - t0
+
+            while True:
+                chunk, spent = await self._run(timed_next)
+                compute += spent
                 if chunk is None:
                     break
                 yield {"audio": chunk.audio, "words": [w.model_dump() for w in chunk.words]}

@@ -86,7 +86,10 @@ class Speaker:
         length_scale = (voice.profile.length_scale if voice else base.length_scale) / speed
         scales = (base.noise_scale, length_scale, base.noise_w)
         generator = torch.Generator()
-        generator.seed() if seed is None else generator.manual_seed(seed)
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(seed)
         profile = ProfileStream(voice.profile, self.sample_rate) if voice else None
         time_scale = profile.time_scale if profile else 1.0
         hop_s = HOP_LENGTH / self.sample_rate

@@ -144,6 +144,9 @@ def ray_serve() -> Iterator[str]:
         finally:
             serve.shutdown()
             ray.shutdown()
+            import shutil
+
+            shutil.rmtree(os.environ["RAY_TMPDIR"], ignore_errors=True)
 
 
 class ServingEnv:
