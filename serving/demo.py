@@ -116,7 +116,8 @@ def run_demo(out: Path, port: int = 8000, text: str | None = None, wait: bool = 
         for voice in ("default", VOICE):
             started = time.perf_counter()
             response = httpx.post(f"{url}/v1/audio/speech", headers={"Authorization": f"Bearer {key}"},
-                                  json={"model": "chorus", "input": text, "voice": voice, "response_format": "wav"},
+                                  json={"model": "chorus", "input": text, "voice": voice, "response_format": "wav",
+                                        "seed": 0},  # the same take each run, so the scores compare
                                   timeout=120)
             if response.status_code != 200:
                 print(f"demo: {voice}: HTTP {response.status_code}: {response.text}")
