@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from chorus.serving.limits import Decision
 from chorus.serving.metrics import Metrics
 from chorus.serving.tenants import DEFAULT_VOICE, Tenant, TenantDirectory
+from chorus.serving.timestamps import WordTime
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +73,6 @@ class SpeechRequest(BaseModel):
     seed: int | None = Field(None, ge=0, lt=2**63, description="Chorus: fixes the voice's random variation")
 
 
-class WordOut(BaseModel):
-    """A word and its span in the audio (seconds)."""
-
-    word: str
-    start: float
-    end: float
-
-
 class TimestampedSpeech(BaseModel):
     """POST /v1/audio/speech/timestamps: the audio (base64) and each word's span in it."""
 
@@ -87,7 +80,7 @@ class TimestampedSpeech(BaseModel):
     format: str
     sample_rate: int
     duration: float
-    words: list[WordOut]
+    words: list[WordTime]
 
 
 class Backend(Protocol):
@@ -400,7 +393,7 @@ def build_api(backend: Backend, sample_rate: int, max_body_bytes: int = 1 << 20)
         rate = PCM_RATE if body.response_format == "pcm" else getattr(encoder, "output_rate", sample_rate)
         return TimestampedSpeech(audio=base64.b64encode(b"".join(parts)).decode(), format=body.response_format,
                                  sample_rate=rate, duration=round(samples / sample_rate, 4),
-                                 words=[WordOut(**w) for w in words])
+                                 words=[WordTime(**w) for w in words])
 
     @app.get("/v1/voices", tags=["voices"])
     async def voices(tenant: Tenant = Depends(tenant_of)):

@@ -156,11 +156,6 @@ class VoiceCache:
         return LoadedVoice(key=key, weights=weights, profile=_profile(manifest.profile.model_dump()), nbytes=nbytes,
                            load_ms=(time.perf_counter() - start) * 1000)
 
-    def failure(self, key: VoiceKey) -> str | None:
-        """Why a voice last failed to load, if it did and is still remembered."""
-        failed = self._failed.get(key)
-        return failed[1] if failed else None
-
 
 def _read_safetensors(data: bytes) -> dict[str, np.ndarray]:
     from safetensors.numpy import load
