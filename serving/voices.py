@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import posixpath
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -137,15 +138,13 @@ class VoiceCache:
         where = f"voice {key.voice!r} version {key.version}"
         try:
             fs, root = fsspec.core.url_to_fs(key.uri, **self._storage_options(key.uri))
-            manifest = verify_artifact(root, self.base_fingerprint, fs=fs)
-            if (manifest.tenant, manifest.voice) != (key.tenant, key.voice):
-                raise VoiceUnavailable(f"{where}: the artifact belongs to {manifest.tenant}/{manifest.voice}")
-            if key.version is not None and manifest.version not in (None, key.version):
-                raise VoiceUnavailable(f"{where}: the artifact is version {manifest.version}")
-            config = fs.cat_file(posixpath.join(root, ADAPTER_CONFIG_FILE))
-            tensors = _read_safetensors(fs.cat_file(posixpath.join(root, ADAPTER_WEIGHTS_FILE)))
-            weights = merge_lora(config, tensors, self.base_weights)
-            self._check(weights)
+            with tempfile.TemporaryDirectory(prefix="chorus-voice-") as tmp:
+                if "file" not in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+                    # one download: verification re-hashes and the merge reads the same local copy
+                    for path in fs.ls(root, detail=False):
+                        fs.get_file(path, posixpath.join(tmp, posixpath.basename(path.rstrip("/"))))
+                    fs, root = fsspec.filesystem("file"), tmp
+                weights, manifest = self._verified_merge(key, fs, root, where)
         except VoiceUnavailable:
             raise
         except AdapterArtifactError as exc:
@@ -155,6 +154,19 @@ class VoiceCache:
         nbytes = sum(w.nbytes for w in weights.values())
         return LoadedVoice(key=key, weights=weights, profile=_profile(manifest.profile.model_dump()), nbytes=nbytes,
                            load_ms=(time.perf_counter() - start) * 1000)
+
+    def _verified_merge(self, key: VoiceKey, fs, root: str, where: str):
+        """Verify the artifact at `root` on `fs` against its manifest and the base, then merge its LoRA."""
+        manifest = verify_artifact(root, self.base_fingerprint, fs=fs)
+        if (manifest.tenant, manifest.voice) != (key.tenant, key.voice):
+            raise VoiceUnavailable(f"{where}: the artifact belongs to {manifest.tenant}/{manifest.voice}")
+        if key.version is not None and manifest.version not in (None, key.version):
+            raise VoiceUnavailable(f"{where}: the artifact is version {manifest.version}")
+        config = fs.cat_file(posixpath.join(root, ADAPTER_CONFIG_FILE))
+        tensors = _read_safetensors(fs.cat_file(posixpath.join(root, ADAPTER_WEIGHTS_FILE)))
+        weights = merge_lora(config, tensors, self.base_weights)
+        self._check(weights)
+        return weights, manifest
 
 
 def _read_safetensors(data: bytes) -> dict[str, np.ndarray]:

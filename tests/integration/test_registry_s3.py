@@ -128,3 +128,28 @@ def test_prepare_dataset_from_s3(s3_endpoint, bucket, tmp_path):
                              storage_options={"client_kwargs": {"endpoint_url": s3_endpoint}})
     assert sorted(c.source for c in report.clips) == ["0.flac", "1.flac", "2.flac"]
     assert [(r.source, r.reason) for r in report.rejected] == [("broken.wav", "undecodable")]
+
+
+def test_serving_attaches_a_voice_from_s3(s3_endpoint, registry, tmp_path, model, base_fp):
+    """The voice cache fetches an s3:// artifact, verifies it and merges it; a changed file is refused."""
+    import fsspec
+
+    from chorus.adapters.testartifacts import make_engine_artifact
+    from chorus.serving.voices import VoiceCache, VoiceKey, VoiceUnavailable
+
+    make_engine_artifact(tmp_path / "v", model, tenant="acme", voice="bright", base_fingerprint=base_fp, seed=4)
+    version = registry.publish(tmp_path / "v").version
+    uri = f"{registry.root_uri}/acme/bright/{version}"
+    base = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    options = {"client_kwargs": {"endpoint_url": s3_endpoint}}
+    cache = VoiceCache(base_fp, base, check=lambda w: None, storage_options=lambda u: options)
+    s3 = fsspec.filesystem("s3", **options)
+    voice, hit = cache.get(VoiceKey("acme", "bright", version, uri))
+    assert not hit and voice.weights and voice.nbytes > 1_000_000
+    # a changed weights file in the store: refused with the reason, not served
+    path = f"{uri.removeprefix('s3://')}/adapter_model.safetensors"
+    data = bytearray(s3.cat_file(path))
+    data[-50] ^= 0xFF
+    s3.pipe_file(path, bytes(data))
+    with pytest.raises(VoiceUnavailable, match="sha256|Corrupt"):
+        cache.get(VoiceKey("acme", "bright", version, uri + "/"))
