@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the test control plane into a cache outside the repo and print its bin dir last on stdout:
-#   etcd, kube-apiserver, kube-controller-manager (from the Go module k8s.io/kubernetes) and helm v3.
+#   etcd, kube-apiserver, kube-controller-manager, and for a real node (controlplane/node.py)
+#   kubelet, kube-scheduler, kube-proxy (all from the Go module k8s.io/kubernetes), and helm v3.
 # Unattended and idempotent: a binary that already reports the wanted version is not rebuilt.
 # Progress goes to stderr. Environment overrides: K8S_VERSION, ETCD_VERSION, HELM_VERSION,
 # CHORUS_CACHE, GOCACHE, GOMODCACHE, CONTROLPLANE_GO_PARALLEL (go build -p).
@@ -44,6 +45,9 @@ reported_version() {
 }
 
 k8s_ok() { [[ "$(reported_version "$1" --version)" == "Kubernetes $K8S_VERSION" ]]; }
+# Every k8s.io/kubernetes command built here (kubelet, scheduler and proxy serve controlplane/node.py).
+K8S_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet)
+k8s_all_ok() { local c; for c in "${K8S_COMMANDS[@]}"; do k8s_ok "$c" || return 1; done; }
 helm_ok() { [[ "$(reported_version helm version --template '{{.Version}}')" == "$HELM_VERSION" ]]; }
 etcd_ok() { [[ -n "${ETCD_VERSION:-}" && "$(reported_version etcd --version)" == "etcd Version: ${ETCD_VERSION#v}" ]]; }
 
@@ -59,7 +63,7 @@ if [[ -z "${ETCD_VERSION:-}" ]]; then
     jq -er '.Require[] | select(.Path == "go.etcd.io/etcd/server/v3") | .Version')
 fi
 
-if k8s_ok kube-apiserver && k8s_ok kube-controller-manager && etcd_ok && helm_ok; then
+if k8s_all_ok && etcd_ok && helm_ok; then
   log "up to date: kubernetes $K8S_VERSION, etcd $ETCD_VERSION, helm $HELM_VERSION"
   echo "$BIN"
   exit 0
@@ -106,16 +110,17 @@ build() {
   log "built $name in $((SECONDS - start))s: $(reported_version "$name" --version)"
 }
 
-if ! (k8s_ok kube-apiserver && k8s_ok kube-controller-manager && etcd_ok); then
+if ! (k8s_all_ok && etcd_ok); then
   prepare_wrapper
   log "resolving and downloading the module graph (first run: several hundred MB)"
   (cd "$SRC" && go list -deps go.etcd.io/etcd/server/v3 \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager >/dev/null)
+    "${K8S_COMMANDS[@]/#/k8s.io/kubernetes/cmd/}" >/dev/null)
   LDFLAGS=$(k8s_ldflags)
   etcd_ok || build etcd go.etcd.io/etcd/server/v3 "-s -w"
-  k8s_ok kube-apiserver || build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$LDFLAGS"
-  k8s_ok kube-controller-manager ||
-    build kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$LDFLAGS"
+  # Servers first: the test control plane needs only those (kubelet alone takes minutes cold).
+  for name in "${K8S_COMMANDS[@]}"; do
+    k8s_ok "$name" || build "$name" "k8s.io/kubernetes/cmd/$name" "$LDFLAGS"
+  done
 fi
 
 if ! helm_ok; then
@@ -138,7 +143,7 @@ if ! helm_ok; then
   log "built helm in $((SECONDS - start))s: $(reported_version helm version --short)"
 fi
 
-for name in kube-apiserver kube-controller-manager; do k8s_ok "$name" || die "$name does not report $K8S_VERSION"; done
+for name in "${K8S_COMMANDS[@]}"; do k8s_ok "$name" || die "$name does not report $K8S_VERSION"; done
 etcd_ok || die "etcd does not report $ETCD_VERSION"
 helm_ok || die "helm does not report $HELM_VERSION"
 log "done: kubernetes $K8S_VERSION, etcd $ETCD_VERSION, helm $HELM_VERSION in $BIN"

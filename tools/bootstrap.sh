@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything Chorus needs on a fresh machine, reusing caches outside the clone.
-#   - Debian packages: espeak-ng (run as a separate process, GPL-3.0) and sox.
+#   - Debian packages: espeak-ng (run as a separate process, GPL-3.0) and sox; for the real test
+#     node (controlplane/node.py) containerd, runc, the CNI plugins, mmdebstrap (image roots)
+#     and busybox-static (the node tests' tiny workload image).
 #   - A virtualenv keyed by the hash of requirements.lock under $CHORUS_CACHE.
 #   - Chorus itself installed editable into that virtualenv (re-done every run: the
 #     clone may live in a different folder than the one the cached venv last saw).
@@ -14,6 +16,11 @@ need_apt=()
 command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)
 command -v sox >/dev/null || need_apt+=(sox)
 command -v chromium >/dev/null || need_apt+=(chromium)
+command -v containerd >/dev/null || need_apt+=(containerd)
+command -v runc >/dev/null || need_apt+=(runc)
+[ -x /usr/lib/cni/bridge ] || need_apt+=(containernetworking-plugins)
+command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
+[ -x /bin/busybox ] || need_apt+=(busybox-static)
 if ((${#need_apt[@]})); then
   echo "bootstrap: installing Debian packages: ${need_apt[*]}" >&2
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
