@@ -171,6 +171,18 @@ class ControlPlane:
         return env
 
     @property
+    def pki(self) -> Pki:
+        """The certificates and keys of the running control plane (CA, admin client, SA keys)."""
+        if self._pki is None:
+            raise ControlPlaneError("the control plane is not started: no PKI yet")
+        return self._pki
+
+    @property
+    def secure_port(self) -> int:
+        """The API server's port on 127.0.0.1."""
+        return int(self.server.rsplit(":", 1)[1])
+
+    @property
     def helm(self) -> Path:
         """The helm v3 CLI built beside the servers (env() also puts it on PATH)."""
         return require_binaries(self.bin_dir, ("helm",))["helm"]
@@ -317,6 +329,11 @@ class ControlPlane:
             # Endpoints may not hold a loopback address: don't publish one for `kubernetes`.
             "--endpoint-reconciler-type=none",
             "--allow-privileged=true",
+            # For a real node (chorus.controlplane.node): logs/exec reach the kubelet at its
+            # InternalIP, authenticating with the admin client cert the kubelet's CA trusts.
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
+            f"--kubelet-client-certificate={pki.admin_cert}",
+            f"--kubelet-client-key={pki.admin_key}",
             "--profiling=false",
             f"--v={self.config.verbosity}",
             *self.config.extra_apiserver_args,
