@@ -218,3 +218,24 @@ def serving(ray_serve, tmp_path_factory, model, base_fp) -> Iterator[ServingEnv]
         yield env
     finally:
         serve.delete("chorus")
+
+
+# ---------------------------------------------------------------------------------------------
+# A real node (chorus.controlplane.node): containerd + kubelet + kube-scheduler + kube-proxy
+# joined to the session's control plane, so pods really run (images loaded with
+# real_node.load_image, imagePullPolicy: Never). Started only by tests that ask for it; one per
+# machine (a lock file makes a second session wait). Teardown removes everything it left.
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def real_node(control_plane: ControlPlane):
+    """The session's real node (chorus.controlplane.node.Node), Ready; its helpers fail fast with diagnostics."""
+    from chorus.controlplane.node import Node, NodeError
+
+    try:
+        node = Node(control_plane)
+    except (BinariesNotFound, NodeError) as exc:
+        pytest.fail(str(exc), pytrace=False)
+    with node:
+        yield node
