@@ -12,8 +12,9 @@ removes what a crashed earlier run left. Those names are fixed, so one node per 
 file serialises nodes across processes (a second one waits for the first, up to lock_timeout_s).
 
 Pods must use images loaded with `load_image()` and `imagePullPolicy: Never`. In-cluster API
-access: the API server listens on 127.0.0.1 only, so a pod that needs it runs with
-`hostNetwork: true` and the env `Node.api_env()` (KUBERNETES_SERVICE_HOST/PORT).
+access works as usual (service-account token, `kubernetes` Service at 10.96.0.1:443) although the
+API server listens on 127.0.0.1 only: the node DNATs that address from the pod bridge to loopback.
+hostNetwork pods use `Node.api_env()` (KUBERNETES_SERVICE_HOST=127.0.0.1 and the port) instead.
 
 Requires root, the Debian packages containerd, runc, containernetworking-plugins (tools/bootstrap.sh)
 and kubelet/kube-scheduler/kube-proxy from controlplane/build.sh.
@@ -44,6 +45,9 @@ from chorus.controlplane.oci import import_image
 NODE_NAME = "chorus-node"
 NODE_IP = "10.250.0.1"  # on a veth end of our own: the kubelet refuses a loopback node IP
 VETH, VETH_PEER = "chorus-node0", "chorus-node1"
+API_SERVICE_IP = "10.96.0.1"  # the `kubernetes` Service: first address of the service range
+API_CHAIN = "CHORUS-NODE-API"
+CHAIN_PREFIXES = ("KUBE-", "CNI-", "CHORUS-NODE-")
 BRIDGE = "cni0"
 POD_CIDR = "10.244.0.0/24"
 WORKDIR_PREFIX = "chorus-node-"
@@ -271,7 +275,7 @@ def _veth_of_cni(name: str) -> bool:
 
 
 def node_iptables_chains() -> dict[str, list[str]]:
-    """KUBE-* and CNI-* chains present, by '<iptables|ip6tables>/<table>'."""
+    """KUBE-*, CNI-* and CHORUS-NODE-* chains present, by '<iptables|ip6tables>/<table>'."""
     found: dict[str, list[str]] = {}
     for tool in ("iptables", "ip6tables"):
         if not shutil.which(tool):
@@ -279,7 +283,7 @@ def node_iptables_chains() -> dict[str, list[str]]:
         for table in ("nat", "filter", "mangle", "raw"):
             result = _run(tool, "-w", "-t", table, "-S")
             chains = [line.split()[1] for line in result.stdout.splitlines()
-                      if line.startswith("-N ") and line.split()[1].startswith(("KUBE-", "CNI-"))]
+                      if line.startswith("-N ") and line.split()[1].startswith(CHAIN_PREFIXES)]
             if chains:
                 found[f"{tool}/{table}"] = chains
     return found
@@ -293,7 +297,7 @@ def _clean_iptables() -> list[str]:
         for table in ("nat", "filter", "mangle", "raw"):
             rules = _run(tool, "-w", "-t", table, "-S").stdout.splitlines()
             ours = [line.split()[1] for line in rules
-                    if line.startswith("-N ") and line.split()[1].startswith(("KUBE-", "CNI-"))]
+                    if line.startswith("-N ") and line.split()[1].startswith(CHAIN_PREFIXES)]
             if not ours:
                 continue
             # Rules in other chains that jump to ours, then our chains (flush all, then delete).
@@ -654,10 +658,21 @@ class Node:
                     ("ip", "link", "set", VETH, "up"), ("ip", "link", "set", VETH_PEER, "up"),
                     # Service traffic from the host stays off the real interfaces even before
                     # kube-proxy's rules exist (they DNAT it to pods on cni0).
-                    ("ip", "route", "add", SERVICE_CLUSTER_IP_RANGE, "dev", VETH, "src", NODE_IP)):
+                    ("ip", "route", "add", SERVICE_CLUSTER_IP_RANGE, "dev", VETH, "src", NODE_IP),
+                    # The bridge exists before the first pod (the bridge plugin adopts it), so that
+                    # pods may reach the API server on loopback: `kubernetes` (10.96.0.1:443) is
+                    # DNATed to 127.0.0.1:<port>, which the kernel routes only with route_localnet.
+                    ("ip", "link", "add", BRIDGE, "type", "bridge"), ("ip", "link", "set", BRIDGE, "up"),
+                    ("iptables", "-w", "-t", "nat", "-N", API_CHAIN),
+                    ("iptables", "-w", "-t", "nat", "-A", API_CHAIN, "-i", BRIDGE, "-d", f"{API_SERVICE_IP}/32",
+                     "-p", "tcp", "--dport", "443", "-j", "DNAT",
+                     "--to-destination", f"127.0.0.1:{self.cp.secure_port}"),
+                    ("iptables", "-w", "-t", "nat", "-I", "PREROUTING", "1", "-j", API_CHAIN)):
             result = _run(*cmd)
             if result.returncode != 0:
                 raise NodeError(f"`{' '.join(cmd)}` failed: {result.stderr.strip()}")
+            if cmd[:3] == ("ip", "link", "add") and cmd[3] == BRIDGE:
+                Path(f"/proc/sys/net/ipv4/conf/{BRIDGE}/route_localnet").write_text("1")
 
     def _write_configs(self) -> None:
         w = self.workdir

@@ -111,6 +111,23 @@ def test_job_completes_and_its_logs_are_readable(real_node, busybox, namespace):
     print(f"Job complete and logs read in {time.monotonic() - started:.1f}s")
 
 
+def test_a_pod_reaches_the_api_server_through_the_kubernetes_service(real_node, busybox, namespace):
+    # The address and port the kubelet injects for in-cluster clients. busybox's TLS cannot talk to
+    # the API server's ciphers, so speak plain HTTP to it: Go's TLS listener answers that with its
+    # own 400, which proves the DNAT from the pod bridge to the loopback API server.
+    script = ('printf "GET /version HTTP/1.0\\r\\n\\r\\n" | nc -w 5 "$KUBERNETES_SERVICE_HOST" "$KUBERNETES_SERVICE_PORT";'
+              ' echo; echo "via $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT"')
+    apply(real_node, {
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "api", "namespace": namespace},
+        "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [
+            container(busybox, "sh", "-c", script)]}}},
+    })
+    real_node.wait_job_complete(namespace, "api", timeout=60)
+    logs = real_node.kubectl("logs", "-n", namespace, "job/api", check=True).stdout
+    assert "Client sent an HTTP request to an HTTPS server" in logs, logs
+    assert logs.splitlines()[-1] == "via 10.96.0.1:443"
+
+
 def test_a_pod_that_cannot_start_fails_fast_with_diagnostics(real_node, namespace):
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "nope", "namespace": namespace,
                                                            "labels": {"app": "nope"}},
