@@ -72,6 +72,11 @@ helm.sh/chart: {{ include "chorus.chart" .root }}
 {{- end -}}
 {{- end -}}
 
+{{/* The RayService head's dashboard (job submission), for the `ray` training backend. */}}
+{{- define "chorus.ray.dashboardUrl" -}}
+{{- printf "http://%s-head-svc.%s.svc:8265" (include "chorus.serving.name" .) .Release.Namespace -}}
+{{- end -}}
+
 {{- define "chorus.storage.claimName" -}}
 {{- .Values.storage.pvc.existingClaim | default (printf "%s-storage" (include "chorus.fullname" .)) -}}
 {{- end -}}
@@ -147,5 +152,8 @@ seccompProfile:
 {{- $w := $v.serving.rayService.workers -}}
 {{- if not (and (le (int $w.minReplicas) (int $w.replicas)) (le (int $w.replicas) (int $w.maxReplicas))) -}}
 {{- fail (printf "serving.rayService.workers: need minReplicas (%d) <= replicas (%d) <= maxReplicas (%d)" (int $w.minReplicas) (int $w.replicas) (int $w.maxReplicas)) -}}
+{{- end -}}
+{{- if and (eq $v.training.backend "ray") (not (and $v.serving.enabled (eq $v.serving.mode "rayservice"))) -}}
+{{- fail "training.backend is ray but serving.mode is not rayservice: Ray training jobs are submitted to the RayService's cluster (deployment-mode pods each run a private Ray without a dashboard)" -}}
 {{- end -}}
 {{- end -}}
