@@ -164,3 +164,51 @@ def test_stop_leaves_nothing_behind_and_the_node_starts_again(real_node, busybox
         real_node.start()  # the session fixture's node, for tests after this one
     assert real_node.kubectl("get", "node", real_node.name, "-o", "name", check=True).stdout.strip()
     print(f"restarted Ready in {real_node.startup_s:.1f}s")
+
+
+CRASHING_NODE = """
+import json, sys, time
+from pathlib import Path
+from chorus.controlplane.cluster import ControlPlane, ControlPlaneConfig
+from chorus.controlplane.localimages import busybox_archive
+from chorus.controlplane.node import Node
+cp = ControlPlane(ControlPlaneConfig(parent_dir=Path(sys.argv[1]), wait_for_controllers=False)).start()
+node = Node(cp).start()
+image = node.load_image(busybox_archive()[0])
+pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "orphan", "labels": {"app": "orphan"}},
+       "spec": {"containers": [{"name": "main", "image": image, "imagePullPolicy": "Never",
+                                "command": ["sleep", "3600"]}]}}
+cp.kubectl("apply", "-f", "-", input=json.dumps(pod), check=True)
+node.wait_pods_ready("default", "app=orphan", timeout=60)
+print(json.dumps({"workdir": str(node.workdir)}), flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_next_start_cleans_up_after_a_node_whose_process_was_killed(real_node, tmp_path):
+    import subprocess
+    import sys
+
+    real_node.stop()  # one node per machine: make room for the one that will crash
+    try:
+        child = subprocess.Popen([sys.executable, "-c", CRASHING_NODE, str(tmp_path)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+        try:
+            line = child.stdout.readline()
+            if not line.startswith("{"):
+                child.kill()
+                raise AssertionError(f"the crashing node did not start: {line}{child.stdout.read()}")
+            workdir = json.loads(line)["workdir"]
+        finally:
+            child.kill()  # SIGKILL: no teardown runs
+            child.wait()
+        orphans = leftovers()
+        assert any("containerd-shim" in item for item in orphans), orphans  # shims outlive a killed node
+        assert any(item.startswith("cgroup ") for item in orphans), orphans
+        stale = list(node_processes())
+    finally:
+        started = time.monotonic()
+        real_node.start()
+        print(f"start after a crash (cleanup included) {time.monotonic() - started:.1f}s: {real_node.timings}")
+    assert not os.path.exists(workdir)
+    assert not set(stale) & set(node_processes()), "processes of the killed node survived the next start"
