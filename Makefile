@@ -7,13 +7,17 @@ VENV = $(shell tools/bootstrap.sh | tail -1)
 PYTEST_ARGS ?=
 TEXT ?= Hello from Chorus. Every tenant voice is a small adapter on one shared model, and this is the base voice.
 
-.PHONY: venv run test test-unit controlplane bench bench-engine bench-serve bench-operator bench-adapt clean-cache
+.PHONY: venv run test test-unit controlplane images bench bench-engine bench-serve bench-operator bench-adapt clean-cache
 
 venv:  ## build or reuse the cached virtualenv and install Chorus into it
 	@echo "virtualenv: $(VENV)"
 
 controlplane:  ## build etcd, kube-apiserver, kube-controller-manager and helm into the cache
 	@bash controlplane/build.sh
+
+IMAGE_ROLE ?= all
+images:  ## the container images (OCI archives, no registry) under $(CHORUS_CACHE)/images: IMAGE_ROLE=serve|operator|train|all
+	@venv="$(VENV)"; PYTHONSAFEPATH=1 "$$venv/bin/python" -m chorus.images build --role $(IMAGE_ROLE)
 
 run:  ## the platform locally: a demo tenant (base voice + a voice trained once), served on Ray Serve, until Ctrl-C
 	@venv="$(VENV)"; mkdir -p out; \

@@ -1,0 +1,1 @@
+"""Chorus container images built from Debian packages and the locked Python dependencies, no registry needed."""
