@@ -32,6 +32,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -328,7 +329,7 @@ def _other_containerd_running() -> bool:
     return False
 
 
-def cleanup_host(workdirs: list[Path] = (), restore_sysctls: dict[str, str] | None = None) -> list[str]:
+def cleanup_host(workdirs: Sequence[Path] = (), restore_sysctls: dict[str, str] | None = None) -> list[str]:
     """Remove everything a node leaves on the host (any run's, crashed or not); returns problems left."""
     problems: list[str] = []
     # Processes first (kubelet would restart containers; shims hold mounts), then containers.
