@@ -13,6 +13,7 @@ from pathlib import Path
 
 from chorus.adapters.settings import AdapterSettings
 from chorus.adapters.train_cli import add_eval, add_train
+from chorus.adapters.voicejob import add_job
 
 ANY_BASE = "any"  # --base-fingerprint value that skips the base-model check
 AUTO_BASE = "auto"  # the installed base voice's fingerprint
@@ -235,7 +236,7 @@ def add_delete(sub) -> None:
     p.set_defaults(func=_delete)
 
 
-SUBCOMMANDS = (add_prepare, add_train, add_eval, add_publish, add_list, add_show, add_get, add_verify, add_delete)
+SUBCOMMANDS = (add_prepare, add_train, add_eval, add_job, add_publish, add_list, add_show, add_get, add_verify, add_delete)
 
 
 def register(subparsers) -> None:

@@ -82,3 +82,32 @@ def format_report(report: DatasetReport) -> str:
     if report.dataset_hash:
         lines.append(f"dataset hash {report.dataset_hash}")
     return "\n".join(lines)
+
+
+def split_prepared(root: str | Path, train_dir: str | Path, heldout_dir: str | Path, heldout: int) -> None:
+    """Split a prepared dataset into two prepared datasets: `heldout` clips spread over it, the rest to train.
+
+    The held-out clips are every k-th clip in id order (deterministic, and spread over the recordings
+    rather than taken from one end); each part gets its own metadata.jsonl and dataset.json, so both
+    load and verify like any prepared dataset.
+    """
+    import shutil
+
+    src = load_prepared(root)
+    if not 2 <= heldout <= len(src.clips) - 2:
+        raise DatasetError(f"cannot hold out {heldout} of {len(src.clips)} clips: training and the gate "
+                           "each need at least 2")
+    step = len(src.clips) / heldout
+    picked = {int(i * step + step / 2) for i in range(heldout)}
+    parts = ((Path(heldout_dir), [c for i, c in enumerate(src.clips) if i in picked]),
+             (Path(train_dir), [c for i, c in enumerate(src.clips) if i not in picked]))
+    for out, clips in parts:
+        (out / "clips").mkdir(parents=True, exist_ok=True)
+        for clip in clips:
+            shutil.copyfile(src.path(clip), out / clip.file)
+        with open(out / METADATA_FILE, "w", encoding="utf-8") as fh:
+            for clip in clips:
+                fh.write(json.dumps(clip.model_dump(mode="json"), ensure_ascii=False, sort_keys=True) + "\n")
+        info = {"dataset_hash": dataset_hash(clips), "sample_rate": src.sample_rate, "clips": len(clips),
+                "seconds": round(sum(c.duration for c in clips), 2), "split_from": src.dataset_hash}
+        (out / DATASET_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")

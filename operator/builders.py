@@ -189,9 +189,11 @@ def build_tenant_record(tenant: TenantRef, spec: TenantSpec, key_sha256: str, vo
     so it is not secret material), the API limits and the voices with their adapter URIs. The
     serving tier watches ConfigMaps labelled app.kubernetes.io/component=tenant-record.
     """
+    # A voice serves its servingVersion whatever its state says about newer work (a version in
+    # training, or one that failed its gate, leaves the serving one alone).
     servable = [
-        {k: v for k, v in (("name", s["name"]), ("state", s["state"]), ("adapterUri", s.get("adapterUri")),
-                            ("version", s.get("version"))) if v is not None}
+        {"name": s["name"], "state": "Ready", "adapterUri": s["adapterUri"], "version": s["servingVersion"]}
+        if s.get("servingVersion") and s.get("adapterUri") else {"name": s["name"], "state": s["state"]}
         for s in voices
     ]
     languages = {v.name: v.language for v in spec.voices}

@@ -10,6 +10,7 @@ import kopf
 from chorus.operator.builders import GROUP, KIND, PLURAL, VERSION, TenantRef
 from chorus.operator.kube import ApiError
 from chorus.operator.reconcile import Result, status_patch
+from chorus.operator.voices import has_active_voices
 
 log = logging.getLogger(__name__)
 # Children watched for drift: (group, version, plural). Namespace and key-Secret changes lead to a
@@ -87,12 +88,25 @@ async def reconcile_from_api(ref: TenantRef, memo: kopf.Memo) -> None:
             log.warning("tenant %s: could not write status (%s); the next reconcile will", ref.name, exc)
 
 
-def register(registry: kopf.OperatorRegistry, resync_interval_s: float) -> None:
+async def poll_voices(name: str, uid: str, spec: Any, meta: Any, status: Any, patch: kopf.Patch,
+                      memo: kopf.Memo, **_: Any) -> None:
+    """While a voice trains: the same reconcile, so progress, the verdict and the record follow the run."""
+    old, ref = dict(status), TenantRef(name, uid)
+    result = await memo.reconciler.reconcile(ref, dict(spec), meta.get("generation"), old)
+    apply_result(result, ref, old, patch, memo, raise_errors=False)
+
+
+def _voices_active(status: Any, **_: Any) -> bool:
+    return has_active_voices(dict(status or {}))
+
+
+def register(registry: kopf.OperatorRegistry, resync_interval_s: float, voice_poll_interval_s: float = 10.0) -> None:
     """Register every handler on registry (handlers are not registered at import, so tests can build several)."""
     tenants = (GROUP, VERSION, PLURAL)
     for decorator in (kopf.on.create, kopf.on.update, kopf.on.resume):
         decorator(*tenants, registry=registry)(reconcile_tenant)
     kopf.timer(*tenants, registry=registry, interval=resync_interval_s, initial_delay=resync_interval_s,
                idle=resync_interval_s / 2)(resync_tenant)
+    kopf.timer(*tenants, registry=registry, interval=voice_poll_interval_s, when=_voices_active)(poll_voices)
     kopf.on.delete(*tenants, registry=registry)(delete_tenant)
     # Children are watched by chorus.operator.childwatch (started by the runner), not by kopf.

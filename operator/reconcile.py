@@ -21,10 +21,13 @@ from chorus.operator.drift import differences
 from chorus.operator.events import Event
 from chorus.operator.kube import ApiError, KubeClient, secret_value
 from chorus.operator.spec import SpecError, parse_spec, validate_tenant_name
-from chorus.operator.voices import PendingVoiceDriver, VoiceDriver, voice_statuses, voice_summary
+from chorus.operator.voices import (
+    VoiceDriver, training_summary, transition_events, voice_statuses, voice_summary,
+)
 
 log = logging.getLogger(__name__)
-STATUS_KEYS = ("observedGeneration", "phase", "namespace", "apiKeySecret", "voiceSummary", "conditions", "voices")
+STATUS_KEYS = ("observedGeneration", "phase", "namespace", "apiKeySecret", "voiceSummary", "training", "conditions",
+               "voices")
 ChildKey = tuple[str, str | None, str]  # (kind, namespace, name)
 
 
@@ -65,6 +68,7 @@ def compose_status(old: dict | None, generation: int | None, parts: list[dict], 
         "observedGeneration": generation, "conditions": conds, "phase": c.phase(conds),
         "namespace": namespace, "apiKeySecret": key_secret,
         "voices": voices, "voiceSummary": voice_summary(voices) if voices is not None else None,
+        "training": training_summary(voices) if voices is not None else None,
     }
     return {k: v for k, v in status.items() if v is not None}
 
@@ -82,10 +86,10 @@ def voices_condition(voices: list[dict], generation: int | None) -> dict:
     if not states:
         return c.condition(c.VOICES_READY, True, c.NO_VOICES, "the tenant has no voices", generation)
     if "Failed" in states:
-        failed = ", ".join(v["name"] for v in voices if v["state"] == "Failed")
+        failed = ", ".join(f"{v['name']} ({v.get('reason', 'Failed')})" for v in voices if v["state"] == "Failed")
         return c.condition(c.VOICES_READY, False, c.VOICES_FAILED, f"failed voices: {failed}", generation)
     if all(s == "Ready" for s in states):
-        return c.condition(c.VOICES_READY, True, c.ALL_VOICES_READY, "every voice is servable", generation)
+        return c.condition(c.VOICES_READY, True, c.ALL_VOICES_READY, "every voice is serving", generation)
     waiting = ", ".join(f"{v['name']} ({v.get('reason', v['state'])})" for v in voices if v["state"] != "Ready")
     return c.condition(c.VOICES_READY, False, c.VOICES_PENDING, f"waiting: {waiting}", generation)
 
@@ -93,11 +97,11 @@ def voices_condition(voices: list[dict], generation: int | None) -> dict:
 class Reconciler:
     """Applies tenants, repairs their drifted children and cleans them up; holds per-tenant state."""
 
-    def __init__(self, kube: KubeClient, platform_namespace: str, driver: VoiceDriver | None = None,
+    def __init__(self, kube: KubeClient, platform_namespace: str, driver: VoiceDriver,
                  max_concurrent: int = 8) -> None:
         self.kube = kube
         self.platform_namespace = platform_namespace
-        self.driver = driver or PendingVoiceDriver()
+        self.driver = driver
         self.tenants: dict[str, TenantState] = {}
         # When many tenants arrive at once the API server is the bottleneck: letting all of them
         # proceed together makes every one finish late, a few at a time (FIFO) finishes most early.
@@ -183,7 +187,8 @@ class Reconciler:
             key_hash, key_event = await self._ensure_key(st, old)
             if key_event:
                 events.append(key_event)
-            voices = voice_statuses(self.driver, ref, spec.voices, old.get("voices"))
+            voices = await voice_statuses(self.driver, ref, spec.voices, old.get("voices"))
+            events.extend(transition_events(old.get("voices"), voices))
             record = build_tenant_record(ref, spec, key_hash, voices, self.platform_namespace)
             await self._sync(st, record, fresh, verify)
         except ApiError as exc:
@@ -319,4 +324,5 @@ class Reconciler:
                 if await self.kube.delete(kind, name, namespace, uid=obj["metadata"]["uid"]):
                     events.append(("Normal", c.EVENT_CLEANED_UP, f"deleted {kind} {name}"))
         self.tenants.pop(ref.name, None)
+        await self.driver.forget(ref)
         return events

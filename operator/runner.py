@@ -17,6 +17,8 @@ from chorus.operator.kopfstate import MemoryState
 from chorus.operator.kube import ApiError, Connection, KubeClient, load_connection
 from chorus.operator.reconcile import Reconciler
 from chorus.operator.settings import Settings
+from chorus.operator.training import make_backend
+from chorus.operator.voices import TrainingVoiceDriver
 
 log = logging.getLogger(__name__)
 FIELD_MANAGER = "chorus-operator"
@@ -53,6 +55,15 @@ async def _ensure_platform(kube: KubeClient, settings: Settings) -> None:
                 "operator/crds/kopf-peering.yaml, or set CHORUS_OPERATOR_STANDALONE=true") from None
 
 
+def base_fingerprint(settings: Settings) -> str:
+    """The platform's base model: the setting, or the fingerprint of the installed base voice."""
+    if settings.base_fingerprint:
+        return settings.base_fingerprint
+    from chorus.engine.voice import load_base_voice
+
+    return load_base_voice().fingerprint
+
+
 def build_registry(settings: Settings, conn: Connection, kube: KubeClient, state: MemoryState,
                    watcher: ChildWatcher) -> kopf.OperatorRegistry:
     """A registry with the login, startup and cleanup activities and every handler."""
@@ -75,7 +86,7 @@ def build_registry(settings: Settings, conn: Connection, kube: KubeClient, state
         await watcher.stop()
         await kube.close()
 
-    handlers.register(registry, settings.resync_interval_s)
+    handlers.register(registry, settings.resync_interval_s, settings.voice_poll_interval_s)
     return registry
 
 
@@ -88,8 +99,9 @@ def run(settings: Settings) -> int:
     conn = load_connection(settings.kubeconfig)
     kube = KubeClient(conn, FIELD_MANAGER, settings.max_connections)
     state = MemoryState(PROGRESS_PREFIX)
+    driver = TrainingVoiceDriver(settings, make_backend(settings, kube), base_fingerprint(settings))
     memo = kopf.Memo(settings=settings, kube=kube, events=EventPoster(kube), kopf_state=state, reconciler=Reconciler(
-        kube, settings.platform_namespace, max_concurrent=settings.max_concurrent_reconciles))
+        kube, settings.platform_namespace, driver, max_concurrent=settings.max_concurrent_reconciles))
     identity = f"chorus-operator@{socket.gethostname()}/{os.getpid()}"  # this replica in the peering object
     gate = PeeringGate(kube, None if settings.standalone else settings.peering_name, identity, settings.priority)
     watcher = ChildWatcher(kube, handlers.CHILD_RESOURCES, MANAGED_BY_SELECTOR,

@@ -125,9 +125,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+_RAY: dict[str, str] = {}  # what the ray_serve fixture started: {"dashboard": URL}
+
+
 @pytest.fixture(scope="session")
 def ray_serve() -> Iterator[str]:
-    """A local Ray with Serve's HTTP proxy on 127.0.0.1; yields the proxy's base URL."""
+    """A local Ray with Serve's HTTP proxy on 127.0.0.1 and its job API; yields the proxy's base URL."""
     import os
 
     import ray
@@ -137,7 +140,10 @@ def ray_serve() -> Iterator[str]:
         mp.setenv("RAY_AUTH_MODE", "disabled")
         mp.setenv("RAY_TMPDIR", f"/tmp/chorus-ray-{os.getpid()}")
         port = _free_port()
-        ray.init(num_cpus=2, object_store_memory=100 * 2**20, log_to_driver=False, include_dashboard=False)
+        dashboard = _free_port()
+        ray.init(num_cpus=2, object_store_memory=100 * 2**20, log_to_driver=False, include_dashboard=True,
+                 dashboard_host="127.0.0.1", dashboard_port=dashboard)
+        _RAY["dashboard"] = f"http://127.0.0.1:{dashboard}"
         try:
             serve.start(http_options={"host": "127.0.0.1", "port": port})
             yield f"http://127.0.0.1:{port}"
@@ -147,6 +153,12 @@ def ray_serve() -> Iterator[str]:
             import shutil
 
             shutil.rmtree(os.environ["RAY_TMPDIR"], ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_jobs(ray_serve) -> str:
+    """The address of the session Ray's job submission API (its dashboard)."""
+    return _RAY["dashboard"]
 
 
 class ServingEnv:

@@ -26,8 +26,10 @@ SEEN_KEYS: list[str] = []  # every API key a test saw; none may appear in the op
 def operator(control_plane, kubectl, tmp_path_factory):
     install_crds(kubectl)
     log = tmp_path_factory.mktemp("operator") / "operator.log"
+    registry = tmp_path_factory.mktemp("registry")
     with OperatorProcess(control_plane.kubeconfig, log,
-                         {"log_level": "DEBUG", "peering_name": "test-operator", "priority": "10"}) as op:
+                         {"log_level": "DEBUG", "peering_name": "test-operator", "priority": "10",
+                          "registry_uri": registry.as_uri()}) as op:
         op.wait_for_log("watching VoiceTenants", timeout=90)
         yield op
 
@@ -54,8 +56,9 @@ def test_create_makes_every_child(operator, kubectl, unique_name):
     apply(kubectl, tenant_manifest(
         name, owners=[{"kind": "User", "name": f"{name}-alice"}],
         quota={"cpu": "3", "memory": "6Gi", "pods": 7},
-        voices=[{"name": "narrator", "samples": {"uri": "s3://clips/narrator/"}},
-                {"name": "promo", "adapter": {"uri": "s3://adapters/promo"}, "version": 2}]))
+        voices=[{"name": "narrator", "samples": {"uri": f"file:///nonexistent/{name}/narrator/"}},
+                {"name": "promo", "adapter": {"uri": f"file:///nonexistent/{name}/promo"}},
+                {"name": "jingle", "adapter": {"uri": f"file:///nonexistent/{name}/jingle"}, "version": 2}]))
     tenant = wait_ready(kubectl, name)
 
     status = tenant["status"]
@@ -63,9 +66,15 @@ def test_create_makes_every_child(operator, kubectl, unique_name):
     assert status["observedGeneration"] == tenant["metadata"]["generation"] and status["phase"] == "Ready"
     assert {c["type"]: c["status"] for c in status["conditions"]} == {
         "Ready": "True", "SpecValid": "True", "ResourcesReady": "True", "ApiKeyReady": "True", "VoicesReady": "False"}
+    # Each voice says what is wrong and what to do (the driver's decisions: tests/unit/test_operator_voices.py).
+    voices = {v["name"]: v for v in status["voices"]}
     assert [(v["name"], v["state"], v["reason"]) for v in status["voices"]] == [
-        ("narrator", "Pending", "TrainingNotStarted"), ("promo", "Pending", "AdapterNotVerified")]
-    assert status["voiceSummary"] == "0/2"
+        ("narrator", "Failed", "SamplesNotFound"), ("promo", "Failed", "AdapterNotFound"),
+        ("jingle", "Failed", "PinnedVersionUnavailable")]
+    assert "upload recordings there" in voices["narrator"]["message"]
+    assert "version 2 is not in the registry" in voices["jingle"]["message"]
+    assert voices["narrator"]["lastFailureInfo"]["reason"] == "SamplesNotFound"
+    assert status["voiceSummary"] == "0/3"
     assert "chorus.dev/finalizer" in tenant["metadata"]["finalizers"]
 
     namespace = get_json(kubectl, "namespace", ns)
@@ -90,12 +99,14 @@ def test_create_makes_every_child(operator, kubectl, unique_name):
     record = record_of(kubectl, name)
     assert record["data"]["apiKeySha256"] == hashlib.sha256(key.encode()).hexdigest()
     assert record["data"]["namespace"] == ns and record["data"]["requestsPerMinute"] == "600"
-    assert [v["name"] for v in json.loads(record["data"]["voices.json"])] == ["narrator", "promo"]
+    assert [(v["name"], v["state"]) for v in json.loads(record["data"]["voices.json"])] == [
+        ("narrator", "Failed"), ("promo", "Failed"), ("jingle", "Failed")]
     assert key not in json.dumps(tenant)
 
     reasons = wait_until(lambda: {e["reason"] for e in events_of(kubectl, name)} & {"KeyIssued"},
                          what="KeyIssued event")
     assert reasons == {"KeyIssued"}
+    wait_until(lambda: "VoiceFailed" in {e["reason"] for e in events_of(kubectl, name)}, what="VoiceFailed event")
     assert "KeyIssued" in kubectl("describe", "voicetenant", name, check=True).stdout
     table = kubectl("get", "vt", name, check=True).stdout
     assert "True" in table and "0/2" in table and ns in table

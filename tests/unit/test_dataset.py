@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 
@@ -16,6 +17,7 @@ from chorus.adapters import testvoices as T
 from chorus.adapters.dataset import (
     REJECT_REASONS,
     DatasetConfig,
+    ClipRecord,
     DatasetError,
     dataset_hash,
     prepare_dataset,
@@ -249,3 +251,25 @@ def test_cli_prepare(mixed_source, tmp_path, capsys):
     assert chorus_main(["adapter", "prepare", str(mixed_source), str(tmp_path / "few"), "--max-clip-s", "10"]) == 1
     err = capsys.readouterr().err
     assert "too little usable speech" in err and "30.0 s needed" in err and "undecodable" in err
+
+
+def test_split_prepared_holds_out_clips_spread_over_the_set(tmp_path):
+    from chorus.adapters.prepared import load_prepared, split_prepared
+
+    src = tmp_path / "src"
+    (src / "clips").mkdir(parents=True)
+    records = []
+    for i in range(10):
+        data = f"wav{i}".encode()
+        (src / "clips" / f"c{i}.wav").write_bytes(data)
+        records.append(ClipRecord(id=f"c{i}", file=f"clips/c{i}.wav", text=f"text {i}", text_source="transcript",
+                                  duration=2.0, source=f"s{i}.wav", start=0, end=2, gain_db=0,
+                                  sha256=hashlib.sha256(data).hexdigest()))
+    (src / "metadata.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in records))
+    (src / "dataset.json").write_text(json.dumps({"dataset_hash": dataset_hash(records), "sample_rate": 22050}))
+    split_prepared(src, tmp_path / "train", tmp_path / "heldout", 3)
+    train, held = load_prepared(tmp_path / "train"), load_prepared(tmp_path / "heldout")
+    assert [c.id for c in held.clips] == ["c1", "c5", "c8"] and len(train.clips) == 7
+    assert {c.id for c in train.clips} | {c.id for c in held.clips} == {r.id for r in records}
+    with pytest.raises(DatasetError, match="cannot hold out 9 of 10"):
+        split_prepared(src, tmp_path / "t2", tmp_path / "h2", 9)

@@ -17,7 +17,7 @@ from chorus.operator.drift import differences, parse_quantity
 from chorus.operator.handlers import apply_result
 from chorus.operator.reconcile import Result, compose_status, status_patch, voices_condition
 from chorus.operator.spec import parse_spec
-from chorus.operator.voices import PendingVoiceDriver, voice_statuses, voice_summary
+from chorus.operator.voices import training_summary, voice_summary
 
 REF = TenantRef("acme", "1234-uid")
 SPEC = parse_spec({
@@ -74,21 +74,29 @@ def test_api_keys_are_random_and_only_their_hash_is_shared():
     a, b = generate_api_key(), generate_api_key()
     assert a != b and is_valid_api_key(a) and not is_valid_api_key("chorus_short") and not is_valid_api_key(None)
     assert key_matches(a, hash_api_key(a)) and not key_matches(b, hash_api_key(a))
-    voices = voice_statuses(PendingVoiceDriver(), REF, SPEC.voices, None)
+    voices = [{"name": "narrator", "state": "Training", "progress": {"step": 10, "total": 100}},
+              {"name": "promo", "state": "Failed", "reason": "GateFailed", "version": 3, "servingVersion": 2,
+               "adapterUri": "s3://registry/acme/promo/2"}]
     record = build_tenant_record(REF, SPEC, hash_api_key(a), voices, "chorus-system")
     assert record["metadata"]["namespace"] == "chorus-system"
     assert a not in json.dumps(record) and record["data"]["apiKeySha256"] == hash_api_key(a)
-    assert json.loads(record["data"]["voices.json"])[1] == {
-        "name": "promo", "state": "Pending", "version": 2, "language": "en-us"}
+    # The record serves each voice's servingVersion, whatever newer work its state describes.
+    assert json.loads(record["data"]["voices.json"]) == [
+        {"name": "narrator", "state": "Training", "language": "en-us"},
+        {"name": "promo", "state": "Ready", "version": 2, "adapterUri": "s3://registry/acme/promo/2",
+         "language": "en-us"}]
 
 
-def test_pending_driver_says_what_each_voice_waits_for():
-    voices = voice_statuses(PendingVoiceDriver(), REF, SPEC.voices, None)
-    assert [(v["name"], v["state"], v["reason"]) for v in voices] == [
-        ("narrator", "Pending", "TrainingNotStarted"), ("promo", "Pending", "AdapterNotVerified")]
-    assert voice_summary(voices) == "0/2"
+def test_voice_summaries_count_serving_voices_and_show_training():
+    voices = [{"name": "narrator", "state": "Training", "progress": {"step": 10, "total": 100}},
+              {"name": "promo", "state": "Failed", "servingVersion": 2},
+              {"name": "jingle", "state": "Preparing"}]
+    assert voice_summary(voices) == "1/3"
+    assert training_summary(voices) == "narrator 10/100, jingle Preparing"
     cond = voices_condition(voices, 3)
-    assert (cond["status"], cond["reason"]) == ("False", c.VOICES_PENDING)
+    assert (cond["status"], cond["reason"]) == ("False", c.VOICES_FAILED) and "promo" in cond["message"]
+    pending = voices_condition([{"name": "a", "state": "Pending", "reason": "JobSubmitted"}], 3)
+    assert (pending["status"], pending["reason"]) == ("False", c.VOICES_PENDING)
     assert voices_condition([], 3)["status"] == "True"
 
 
