@@ -109,7 +109,7 @@ def test_create_makes_every_child(operator, kubectl, unique_name):
     wait_until(lambda: "VoiceFailed" in {e["reason"] for e in events_of(kubectl, name)}, what="VoiceFailed event")
     assert "KeyIssued" in kubectl("describe", "voicetenant", name, check=True).stdout
     table = kubectl("get", "vt", name, check=True).stdout
-    assert "True" in table and "0/2" in table and ns in table
+    assert "True" in table and "0/3" in table and ns in table
 
 
 def test_update_applies_owners_and_quota_and_reapply_changes_nothing(operator, kubectl, unique_name):

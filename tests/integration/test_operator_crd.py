@@ -125,5 +125,5 @@ def test_printer_columns_and_short_names(crds, kubectl):
     assert result.returncode == 0, result.stderr
     crd = yaml.safe_load(kubectl("get", "crd", "voicetenants.chorus.dev", "-o", "yaml", check=True).stdout)
     columns = [c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]]
-    assert columns == ["Ready", "Voices", "Namespace", "Phase", "Age"]
+    assert columns == ["Ready", "Voices", "Training", "Namespace", "Phase", "Age"]
     assert crd["spec"]["scope"] == "Cluster" and "vt" in crd["spec"]["names"]["shortNames"]
