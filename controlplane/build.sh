@@ -2,6 +2,8 @@
 # Build the test control plane into a cache outside the repo and print its bin dir last on stdout:
 #   etcd, kube-apiserver, kube-controller-manager, and for a real node (controlplane/node.py)
 #   kubelet, kube-scheduler, kube-proxy (all from the Go module k8s.io/kubernetes), and helm v3.
+# Usage: build.sh [ADDON...]; add-ons (metrics-server, kuberay-operator) are built into the same
+# bin dir by build-addons.sh, which build.sh runs with those names (none: no add-on).
 # Unattended and idempotent: a binary that already reports the wanted version is not rebuilt.
 # Progress goes to stderr. Environment overrides: K8S_VERSION, ETCD_VERSION, HELM_VERSION,
 # CHORUS_CACHE, GOCACHE, GOMODCACHE, CONTROLPLANE_GO_PARALLEL (go build -p).
@@ -63,8 +65,13 @@ if [[ -z "${ETCD_VERSION:-}" ]]; then
     jq -er '.Require[] | select(.Path == "go.etcd.io/etcd/server/v3") | .Version')
 fi
 
+# Add-ons named on the command line: build-addons.sh has its own cache checks and lock.
+# build.sh's own lock is released first: other callers need not wait for an add-on build.
+addons() { flock -u 9; (( $# == 0 )) || bash "$HERE/build-addons.sh" "$@" 9>&- >/dev/null; }
+
 if k8s_all_ok && etcd_ok && helm_ok; then
   log "up to date: kubernetes $K8S_VERSION, etcd $ETCD_VERSION, helm $HELM_VERSION"
+  addons "$@"
   echo "$BIN"
   exit 0
 fi
@@ -147,4 +154,5 @@ for name in "${K8S_COMMANDS[@]}"; do k8s_ok "$name" || die "$name does not repor
 etcd_ok || die "etcd does not report $ETCD_VERSION"
 helm_ok || die "helm does not report $HELM_VERSION"
 log "done: kubernetes $K8S_VERSION, etcd $ETCD_VERSION, helm $HELM_VERSION in $BIN"
+addons "$@"
 echo "$BIN"

@@ -23,6 +23,7 @@ SERVING_DNS_NAMES = (
 # 10.96.0.1 is the first address of the service range, the in-cluster `kubernetes` Service.
 SERVING_IPS = ("127.0.0.1", "10.96.0.1")
 VALIDITY = dt.timedelta(days=7)
+FRONT_PROXY_CLIENT_NAME = "front-proxy-client"
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,10 @@ class Pki:
     admin_key: Path
     sa_private_key: Path
     sa_public_key: Path
+    # The aggregation layer's client cert (kube-apiserver --proxy-client-cert-file): the API server
+    # presents it to extension API servers (metrics-server), which trust its X-Remote-* headers.
+    front_proxy_cert: Path
+    front_proxy_key: Path
 
 
 def _ec_key() -> ec.EllipticCurvePrivateKey:
@@ -131,11 +136,16 @@ def generate_pki(directory: Path) -> Pki:
         ]),
         ca_cert, ca_key, ExtendedKeyUsageOID.CLIENT_AUTH,
     )
+    # CN=front-proxy-client, the one name kube-apiserver --requestheader-allowed-names accepts.
+    front_proxy_cert, front_proxy_key = _leaf(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, FRONT_PROXY_CLIENT_NAME)]),
+        ca_cert, ca_key, ExtendedKeyUsageOID.CLIENT_AUTH,
+    )
     # Service-account tokens are signed RS256 by default, so an RSA key.
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pki = Pki(*(directory / n for n in (
         "ca.crt", "ca.key", "apiserver.crt", "apiserver.key",
-        "admin.crt", "admin.key", "sa.key", "sa.pub",
+        "admin.crt", "admin.key", "sa.key", "sa.pub", "front-proxy-client.crt", "front-proxy-client.key",
     )))
     files = {
         pki.ca_cert: _cert_pem(ca_cert),
@@ -148,6 +158,8 @@ def generate_pki(directory: Path) -> Pki:
         pki.sa_public_key: sa_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ),
+        pki.front_proxy_cert: _cert_pem(front_proxy_cert),
+        pki.front_proxy_key: _key_pem(front_proxy_key),
     }
     for path, data in files.items():
         path.write_bytes(data)

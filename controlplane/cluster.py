@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from chorus.controlplane.binaries import K8S_VERSION, default_bin_dir, kubectl_path, require_binaries
-from chorus.controlplane.certs import Pki, generate_pki
+from chorus.controlplane.certs import FRONT_PROXY_CLIENT_NAME, Pki, generate_pki
 
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"  # the serving cert names 10.96.0.1, its first address
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
@@ -334,6 +334,18 @@ class ControlPlane:
             "--kubelet-preferred-address-types=InternalIP,Hostname",
             f"--kubelet-client-certificate={pki.admin_cert}",
             f"--kubelet-client-key={pki.admin_key}",
+            # The aggregation layer, for extension API servers such as metrics-server
+            # (chorus.controlplane.addons): the API server proxies to them as front-proxy-client
+            # and they trust the X-Remote-* headers of that name. Aggregator routing sends those
+            # calls to the APIService's endpoint address, not its ClusterIP (no kube-proxy needed).
+            f"--requestheader-client-ca-file={pki.ca_cert}",
+            f"--requestheader-allowed-names={FRONT_PROXY_CLIENT_NAME}",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki.front_proxy_cert}",
+            f"--proxy-client-key-file={pki.front_proxy_key}",
+            "--enable-aggregator-routing=true",
             "--profiling=false",
             f"--v={self.config.verbosity}",
             *self.config.extra_apiserver_args,

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from cryptography.x509.oid import NameOID
 
-from chorus.controlplane.certs import SERVING_DNS_NAMES, SERVING_IPS, generate_pki
+from chorus.controlplane.certs import FRONT_PROXY_CLIENT_NAME, SERVING_DNS_NAMES, SERVING_IPS, generate_pki
 
 
 def test_certificates_chain_to_the_ca_with_the_expected_names(tmp_path):
@@ -31,6 +31,10 @@ def test_certificates_chain_to_the_ca_with_the_expected_names(tmp_path):
     }
     groups = [a.value for a in admin.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
     assert groups == ["system:masters"]
+    # The aggregation layer's client (kube-apiserver --proxy-client-cert-file): the one allowed name.
+    front_proxy = x509.load_pem_x509_certificate(pki.front_proxy_cert.read_bytes())
+    front_proxy.verify_directly_issued_by(ca)
+    assert front_proxy.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == FRONT_PROXY_CLIENT_NAME
 
 
 def test_tls_handshake_with_strict_verification_and_client_cert(tmp_path):
