@@ -42,6 +42,7 @@ def serve_rootfs(serve_image, tmp_path_factory):
     """The serve image's layers unpacked in order into a temporary root filesystem; yields (root, config)."""
     archive, _ = serve_image
     root = tmp_path_factory.mktemp("serve-rootfs")
+    root.chmod(0o755)  # the image's "/" (mktemp makes it 0700: uid 10001 could not resolve a path)
     blobs = tmp_path_factory.mktemp("serve-blobs")
     with tarfile.open(archive) as tar:
         index = json.load(tar.extractfile("index.json"))
