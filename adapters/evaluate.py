@@ -7,6 +7,7 @@ i itself, which gives the ceiling), so no score compares a clip with itself.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,13 +65,33 @@ def _loo_similarity(embeddings: list[np.ndarray], target: list[np.ndarray]) -> f
     return float(np.mean(sims))
 
 
-def _wer(texts: list[str], audio: list[np.ndarray], sr: int) -> float:
-    """Corpus WER: all word errors over all reference words."""
+def _wer_counts(texts: list[str], audio: list[np.ndarray], sr: int) -> tuple[int, int]:
+    """(word errors, reference words) over a set of clips."""
     from chorus.quality.whisper import audio_wer
 
     results = [audio_wer(t, a, sr) for t, a in zip(texts, audio)]
-    errors = sum(r.substitutions + r.deletions + r.insertions for r in results)
-    return errors / sum(r.reference_words for r in results)
+    return sum(r.substitutions + r.deletions + r.insertions for r in results), sum(r.reference_words for r in results)
+
+
+def _wer(texts: list[str], audio: list[np.ndarray], sr: int) -> float:
+    """Corpus WER: all word errors over all reference words."""
+    errors, words = _wer_counts(texts, audio, sr)
+    return errors / words
+
+
+@functools.lru_cache(maxsize=4)
+def base_reading_wer(seed: int = 0) -> tuple[float, int]:
+    """The base voice reading the list: deterministic for a seed, so computed once per process."""
+    return reading_wer(AdaptedVoice.base(), seed)
+
+
+def reading_wer(voice: AdaptedVoice, seed: int = 0) -> tuple[float, int]:
+    """The voice reading the fixed reading list (same seeds for every voice): (WER, words it rests on)."""
+    from chorus.adapters.intelligibility import READING_LIST
+
+    audio = [voice.synthesize(t, seed=seed + 1000 + i) for i, t in enumerate(READING_LIST)]
+    errors, words = _wer_counts(list(READING_LIST), audio, voice.voice.sample_rate)
+    return errors / words, words
 
 
 def _dnsmos(audio: list[np.ndarray], sr: int) -> float:
@@ -97,6 +118,9 @@ class Reference:
     base: VoiceScores
     target: VoiceScores
     base_audio: list[np.ndarray]
+    target_wer: float  # the target clips' own WER on the held-out texts: how hard the recogniser finds the voice
+    reading_wer: float  # the base voice reading the fixed reading list
+    reading_words: int
 
 
 def reference_scores(heldout: HeldOut, base_audio: list[np.ndarray] | None = None, seed: int = 0) -> Reference:
@@ -108,25 +132,39 @@ def reference_scores(heldout: HeldOut, base_audio: list[np.ndarray] | None = Non
     if base_audio is None:
         base = AdaptedVoice.base()
         base_audio = [base.synthesize(t, seed=seed + i) for i, t in enumerate(heldout.texts)]
+    read_wer, read_words = base_reading_wer(seed)
     return Reference(target_emb, score_voice(base_audio, sr, heldout, target_emb),
-                     score_voice(heldout.audio, sr, heldout, target_emb, with_wer=False), base_audio)
+                     score_voice(heldout.audio, sr, heldout, target_emb, with_wer=False), base_audio,
+                     _wer(heldout.texts, heldout.audio, sr), read_wer, read_words)
 
 
 def evaluate_voice(adapted: AdaptedVoice, heldout: HeldOut, reference: Reference | None = None,
                    adapter_bytes: int | None = None, thresholds: GateThresholds | None = None,
                    seed: int = 0) -> tuple[QualityMetrics, GateResult, list[np.ndarray]]:
-    """Measure the adapted voice against base and target on the held-out set: metrics, verdict, audio."""
+    """Measure the adapted voice against base and target: metrics, verdict, the held-out renderings.
+
+    Similarity, f0 and DNSMOS come from the held-out texts (against the tenant's own clips). WER comes
+    from the fixed reading list (hundreds of words, read by the base voice too, same seeds), the
+    held-out WERs (tens of words) are recorded beside it for the gate's fair reference.
+    """
     sr = heldout.sample_rate
     ref = reference or reference_scores(heldout, seed=seed)
     adapted_audio = [adapted.synthesize(t, seed=seed + i) for i, t in enumerate(heldout.texts)]
     b, t = ref.base, ref.target
     a = score_voice(adapted_audio, sr, heldout, ref.target_emb)
+    read_wer, read_words = reading_wer(adapted, seed)
     metrics = QualityMetrics(similarity_base=b.similarity, similarity_adapted=a.similarity,
-                             similarity_ceiling=t.similarity, wer_base=b.wer, wer_adapted=a.wer,
+                             similarity_ceiling=t.similarity, wer_base=ref.reading_wer, wer_adapted=read_wer,
+                             wer_words=read_words, wer_heldout_base=b.wer, wer_heldout_adapted=a.wer,
+                             wer_heldout_target=ref.target_wer, heldout_words=sum(len(x.split()) for x in heldout.texts),
                              dnsmos_base=b.dnsmos, dnsmos_adapted=a.dnsmos, dnsmos_target=t.dnsmos,
                              f0_base=b.f0, f0_adapted=a.f0, f0_target=t.f0, adapter_bytes=adapter_bytes,
                              heldout_clips=len(heldout.texts))
     return metrics, evaluate_gate(metrics, thresholds), adapted_audio
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{value:.1%}"
 
 
 def format_metrics(m: QualityMetrics, gate: GateResult) -> str:
@@ -135,9 +173,12 @@ def format_metrics(m: QualityMetrics, gate: GateResult) -> str:
     rows = [("", "base", "adapted", "target"),
             ("similarity", f"{m.similarity_base:.3f}", f"{m.similarity_adapted:.3f}", f"{m.similarity_ceiling:.3f}"),
             ("median f0 (Hz)", f"{m.f0_base:.1f}", f"{m.f0_adapted:.1f}", f"{m.f0_target:.1f}"),
-            ("WER", f"{m.wer_base:.1%}", f"{m.wer_adapted:.1%}", ""),
+            (f"WER ({m.wer_words or '?'} words)", f"{m.wer_base:.1%}", f"{m.wer_adapted:.1%}", ""),
+            (f"WER held-out ({m.heldout_words or '?'} w)", _pct(m.wer_heldout_base), _pct(m.wer_heldout_adapted),
+             _pct(m.wer_heldout_target)),
             ("DNSMOS OVRL", f"{m.dnsmos_base:.2f}", f"{m.dnsmos_adapted:.2f}", f"{m.dnsmos_target:.2f}")]
-    lines = ["  ".join(c.ljust(15) for c in r) for r in rows]
+    first = max(len(r[0]) for r in rows)
+    lines = ["  ".join([r[0].ljust(first)] + [c.ljust(10) for c in r[1:]]).rstrip() for r in rows]
     lines.append(f"gap closed {gap:.0%}" if gap is not None else "gap closed: n/a")
     lines.append("gate: PASS" if gate.passed else "gate: FAIL\n  " + "\n  ".join(gate.reasons))
     return "\n".join(lines)

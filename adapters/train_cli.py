@@ -61,10 +61,14 @@ def _eval(args: argparse.Namespace) -> int:
     return _evaluate(args.artifact, args.heldout, None, args.json)
 
 
-CONFIG_ARGS = {"seed": "seed", "steps": "steps", "minutes": "max_minutes", "rank": "rank", "lr": "lr",
-               "targets": "targets", "pitch_path": "pitch_path", "adv_weight": "adv_weight", "fm_weight": "fm_weight",
+CONFIG_ARGS = {"seed": "seed", "steps": "steps", "minutes": "max_minutes", "rank": "rank", "pitch_path": "pitch_path",
                "threads": "threads", "checkpoint_every": "checkpoint_every"}
-"""`chorus adapter train` option (argparse dest) -> TrainConfig field; an option not given keeps the field's default."""
+"""`chorus adapter train` option (argparse dest) -> TrainConfig field; an option not given keeps the field's default.
+
+Only what a tenant or an admin would tune. The recipe's other fields (learning rates, LoRA on the flow, the
+discriminator, the split/world/none pitch paths) lost their experiments (adapters/README.md, "What was
+tried"); they stay in TrainConfig for the bench to rerun them, not on the command line."""
+PITCH_CHOICES = ("auto", "psola", "resample")
 
 
 def _default(field: str) -> str:
@@ -75,8 +79,6 @@ def _default(field: str) -> str:
 
 def add_train(sub) -> None:
     """`chorus adapter train DATASET OUT`."""
-    from chorus.adapters.pitch import PITCH_PATHS
-
     p = sub.add_parser("train", help="train a LoRA voice adapter from a prepared dataset into an artifact directory")
     p.add_argument("dataset", help="prepared dataset directory (from `chorus adapter prepare`)")
     p.add_argument("out", help="artifact directory to write")
@@ -86,15 +88,10 @@ def add_train(sub) -> None:
     p.add_argument("--steps", type=int, help="optimizer steps" + _default("steps"))
     p.add_argument("--minutes", type=float, help="training time cap" + _default("max_minutes"))
     p.add_argument("--rank", type=int, help="LoRA rank" + _default("rank"))
-    p.add_argument("--lr", type=float, help="learning rate" + _default("lr"))
-    p.add_argument("--targets", choices=["decoder", "decoder+flow"], help="LoRA module set" + _default("targets"))
-    p.add_argument("--pitch-path", choices=PITCH_PATHS,
+    p.add_argument("--pitch-path", choices=PITCH_CHOICES,
                    help="how the fitted pitch factor is applied: psola = TD-PSOLA on the output (the LoRA learns "
                    "timbre and formants), resample = play faster (pitch and formants move together), auto = "
-                   "one of those two from the measured formant ratio, split = resample by the formant ratio "
-                   "and PSOLA the rest, world, none" + _default("pitch_path"))
-    p.add_argument("--adv-weight", type=float, help="adversarial loss weight, 0 = off" + _default("adv_weight"))
-    p.add_argument("--fm-weight", type=float, help="feature-matching loss weight, 0 = off" + _default("fm_weight"))
+                   "one of those two from the measured formant ratio" + _default("pitch_path"))
     p.add_argument("--seed", type=int, help="seed" + _default("seed"))
     p.add_argument("--threads", type=int, help="torch CPU threads" + _default("threads"))
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints" + _default("checkpoint_every"))

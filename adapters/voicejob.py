@@ -205,6 +205,7 @@ def run_voice_job(job: VoiceJob, work_dir: Path | None = None) -> Result:
         result = _run(job, reporter, tmp)
     except Exception as exc:  # report every failure through storage; the backend only sees the exit code
         reason, message = _classify(exc)
+        message = _keep_report(store, tmp, message)
         log.error("job failed: %s: %s", reason, message)
         result = Result(outcome="failed", reason=reason, message=message, finished=datetime.now(UTC))
     finally:
@@ -212,6 +213,20 @@ def run_voice_job(job: VoiceJob, work_dir: Path | None = None) -> Result:
     result = result.model_copy(update={"seconds": round(time.monotonic() - started, 1)})
     store.write_result(result)
     return result
+
+
+def _keep_report(store: JobStore, tmp: Path, message: str) -> str:
+    """Copy the preparation report (which clips were rejected, and why) next to the result; point the message at it."""
+    from chorus.adapters.dataset import REPORT_FILE
+
+    local = tmp / "all" / REPORT_FILE
+    if not local.is_file():
+        return message
+    try:
+        store.fs.pipe_file(posixpath.join(store.path, REPORT_FILE), local.read_bytes())
+    except OSError:
+        return message.replace(str(local), "the job's log")
+    return message.replace(str(local), posixpath.join(store.dir, REPORT_FILE))
 
 
 def _classify(exc: Exception) -> tuple[str, str]:

@@ -108,6 +108,7 @@ def quality_of(manifest) -> dict | None:
     figures = {"similarityGapClosed": m.gap_closed(), "similarity": m.similarity_adapted, "wer": m.wer_adapted,
                "werBase": m.wer_base, "dnsmos": m.dnsmos_adapted, "dnsmosTarget": m.dnsmos_target,
                "f0Hz": m.f0_adapted, "f0TargetHz": m.f0_target,
+               "werWords": m.wer_words, "werTarget": m.wer_heldout_target,
                "heldoutClips": (m.model_extra or {}).get("heldout_clips")}
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in figures.items() if v is not None}
 

@@ -72,3 +72,16 @@ def test_thresholds_reject_bad_values():
         GateThresholds(min_gap_closed=1.5)
     with pytest.raises(ValidationError, match="extra"):
         GateThresholds(max_wer=0.1)
+
+
+def test_wer_allowance_follows_the_targets_own_difficulty_and_names_its_evidence():
+    hard_target = dict(GOOD, wer_base=0.02, wer_adapted=0.08, wer_words=376, wer_heldout_base=0.0,
+                       wer_heldout_target=0.107, heldout_words=28)
+    passed = evaluate_gate(QualityMetrics(**hard_target))
+    check = next(c for c in passed.checks if c.name == "wer_increase")
+    assert check.passed and check.limit == 0.107
+    assert "reading 376 words, one word = 0.27 points" in check.message and "28 held-out words" in check.message
+    strict = evaluate_gate(QualityMetrics(**hard_target), GateThresholds(relative_to_target_wer=False))
+    assert not next(c for c in strict.checks if c.name == "wer_increase").passed
+    easy_target = dict(hard_target, wer_heldout_target=0.0)
+    assert not evaluate_gate(QualityMetrics(**easy_target)).passed

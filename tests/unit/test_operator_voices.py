@@ -226,3 +226,13 @@ def test_old_versions_are_pruned_and_a_deleted_tenant_takes_its_adapters(env):
     assert Registry(registry.as_uri()).versions("acme", "narrator") == [2, 3, 4, 5]  # newest 3 + the one serving
     asyncio.run(driver.forget(TENANT))
     assert Registry(registry.as_uri()).tenants() == []
+
+
+def test_an_operator_restarted_mid_training_finds_the_running_job(env):
+    tmp, samples, registry, settings, backend, driver = env
+    voice = samples_voice(samples)
+    submitted = observe(driver, voice)
+    backend.phase[backend.last_job.name] = "Running"
+    restarted = TrainingVoiceDriver(settings, backend, BASE)
+    status = observe(restarted, voice, submitted)
+    assert status["state"] == "Preparing" and len(backend.submitted) == 1  # no progress written yet: preparing
