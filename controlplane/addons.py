@@ -150,13 +150,16 @@ class MetricsServer(_HostProcess):
             f"--secure-port={self.port}",
             f"--cert-dir={self.workdir / 'certs'}",  # a self-signed serving cert, made at start
             f"--metric-resolution={self.resolution_s}s",
+            f"--kubelet-request-timeout={max(1, self.resolution_s // 2)}s",  # must be below the resolution
             "--kubelet-insecure-tls",
             "--kubelet-preferred-address-types=InternalIP",
             "--kubelet-use-node-status-port",
             "--v=1",
         ])
         try:
-            self.cp.kubectl("apply", "-f", "-", input=self._registration(), check=True)
+            r = self.cp.kubectl("apply", "-f", "-", input=self._registration())
+            if r.returncode != 0:
+                raise AddonError(f"registering metrics-server as {METRICS_APISERVICE} failed: {r.stderr.strip()}")
             self.wait_available(timeout)
         except BaseException:
             self.stop()
@@ -221,7 +224,7 @@ class MetricsServer(_HostProcess):
                       "groupPriorityMinimum": 100, "versionPriority": 100,
                       "service": {"name": METRICS_SERVICE, "namespace": METRICS_NAMESPACE, "port": 443}}},
         ]
-        return "\n---\n".join(json.dumps(o) for o in objects)
+        return json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
 
 
 class KubeRayOperator(_HostProcess):

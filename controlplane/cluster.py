@@ -235,8 +235,10 @@ class ControlPlane:
         # The API server's etcd client backs off for a second or more when etcd is not up yet.
         self._wait("etcd", f"http://127.0.0.1:{etcd_client}/health", deadline)
         self._spawn("kube-apiserver", self._apiserver_args(etcd_client, secure_port))
-        self._spawn("kube-controller-manager", self._controller_manager_args())
         self._wait("kube-apiserver", "/readyz", deadline, verbose_path="/readyz?verbose")
+        # After the API server is ready: the controller manager gives up when /healthz still fails
+        # after 10 s, which a loaded machine's RBAC bootstrap can take.
+        self._spawn("kube-controller-manager", self._controller_manager_args())
         if self.config.wait_for_controllers:
             self._wait(
                 "kube-controller-manager",
