@@ -88,6 +88,7 @@ class EspeakTarget(BaseModel):
     name: str = Field(min_length=1, description="voice name, used as the folder name")
     espeak_voice: str = Field(min_length=1, description="espeak-ng voice with variant, e.g. en-us+f2")
     words_per_minute: int = Field(default=160, ge=80, le=400, description="espeak-ng speaking rate")
+    pitch: int | None = Field(default=None, ge=0, le=99, description="espeak-ng base pitch (-p; None: the voice's)")
 
 
 DEFAULT_TARGETS: tuple[WorldTarget | EspeakTarget, ...] = (
@@ -191,7 +192,8 @@ def render_espeak(text: str, target: EspeakTarget, sample_rate: int = 22050) -> 
     """Speech from espeak-ng's formant synthesiser, resampled to `sample_rate` if it differs."""
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "out.wav"
-        subprocess.run(["espeak-ng", "-v", target.espeak_voice, "-s", str(target.words_per_minute),
+        pitch = [] if target.pitch is None else ["-p", str(target.pitch)]
+        subprocess.run(["espeak-ng", "-v", target.espeak_voice, "-s", str(target.words_per_minute), *pitch,
                         "-w", str(wav), text], check=True, capture_output=True)
         audio, sr = sf.read(wav, dtype="float32")
     if sr != sample_rate:
@@ -206,12 +208,17 @@ def _normalise(audio: np.ndarray, peak: float = 0.9) -> np.ndarray:
     return (audio * (peak / max(float(np.abs(audio).max()), 1e-6))).astype(np.float32)
 
 
-def render_target(text: str, target: WorldTarget | EspeakTarget, seed: int = 0) -> np.ndarray:
-    """One sentence in the target voice, peak-normalised, at the base voice's rate."""
+def render_target(text: str, target, seed: int = 0) -> np.ndarray:
+    """One sentence in the target voice (WorldTarget, EspeakTarget or generators.LpcTarget), peak-normalised,
+    at the base voice's rate."""
+    from chorus.adapters.generators import LpcTarget, lpc_transform
+
     voice = load_base_voice()
     if isinstance(target, EspeakTarget):
         return _normalise(render_espeak(text, target, voice.sample_rate))
     base = render_base(text, voice, seed=seed)
+    if isinstance(target, LpcTarget):
+        return _normalise(lpc_transform(base, voice.sample_rate, target))
     return _normalise(world_transform(base, voice.sample_rate, target))
 
 
@@ -227,16 +234,24 @@ def write_clips(folder: Path, texts: tuple[str, ...], render, prefix: str) -> Pa
     return folder
 
 
-def write_target_set(out_dir: Path | str, target: WorldTarget | EspeakTarget, seed: int = 0) -> Path:
-    """Write `<out>/<voice>/train` and `<out>/<voice>/heldout` clip folders for one target voice."""
+def write_target_set(out_dir: Path | str, target, seed: int = 0, train_texts: tuple[str, ...] = TRAIN_SENTENCES,
+                     heldout_texts: tuple[str, ...] = HELDOUT_SENTENCES) -> Path:
+    """Write `<out>/<voice>/train` and `<out>/<voice>/heldout` clip folders for one target voice.
+
+    The same for a seed whatever the process rendered before: the seeded onnxruntime sessions' noise
+    generators advance with every render, so they start afresh here (a grid of voices in one process
+    would otherwise give each voice clips that depend on the voices before it).
+    """
+    _onnx_session.cache_clear()
     root = Path(out_dir) / target.name
-    write_clips(root / "train", TRAIN_SENTENCES, lambda s: render_target(s, target, seed), "train")
-    write_clips(root / "heldout", HELDOUT_SENTENCES, lambda s: render_target(s, target, seed + 1), "heldout")
+    write_clips(root / "train", train_texts, lambda s: render_target(s, target, seed), "train")
+    write_clips(root / "heldout", heldout_texts, lambda s: render_target(s, target, seed + 1), "heldout")
     return root
 
 
 def write_base_set(out_dir: Path | str, seed: int = 0) -> Path:
     """Write the base voice's own held-out clips (the 'before' voice) to `<out>/base/heldout`."""
+    _onnx_session.cache_clear()
     root = Path(out_dir) / "base"
     write_clips(root / "heldout", HELDOUT_SENTENCES,
                 lambda s: _normalise(render_base(s, seed=seed + 1)), "heldout")
