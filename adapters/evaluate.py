@@ -81,8 +81,36 @@ def _wer(texts: list[str], audio: list[np.ndarray], sr: int) -> float:
 
 @functools.lru_cache(maxsize=4)
 def base_reading_wer(seed: int = 0) -> tuple[float, int]:
-    """The base voice reading the list: deterministic for a seed, so computed once per process."""
-    return reading_wer(AdaptedVoice.base(), seed)
+    """The base voice reading the list: deterministic, so computed once per base model, seed and recogniser.
+
+    Kept in memory and in ${CHORUS_CACHE}/quality (when writable), keyed by the base voice's
+    fingerprint, the seed, the reading list and the recogniser's model files: a rerun of the same
+    synthesis and recognition gives the same figure, so the cache changes no result, only the time.
+    """
+    import hashlib
+    import json
+
+    from chorus.adapters.intelligibility import READING_LIST
+    from chorus.engine.voice import load_base_voice
+    from chorus.quality.whisper import model_dir
+    from chorus.settings import get_settings
+
+    model = model_dir() / "model.bin"
+    key = hashlib.sha256(json.dumps([load_base_voice().fingerprint, seed, READING_LIST, model.stat().st_size,
+                                     str(model.resolve())]).encode()).hexdigest()[:24]
+    path = get_settings().cache_dir("quality") / f"base-reading-{key}.json"
+    try:
+        cached = json.loads(path.read_text())
+        return float(cached["wer"]), int(cached["words"])
+    except (OSError, ValueError, KeyError):
+        pass
+    wer_value, words = reading_wer(AdaptedVoice.base(), seed)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"wer": wer_value, "words": words}))
+    except OSError:  # a read-only cache (an image's): keep the figure in memory only
+        pass
+    return wer_value, words
 
 
 def reading_wer(voice: AdaptedVoice, seed: int = 0) -> tuple[float, int]:

@@ -36,6 +36,7 @@ STAGES = ("Preparing", "Training", "Evaluating", "Publishing")
 # Failure reasons a job reports (CamelCase, shown in the voice's status and Events).
 TOO_LITTLE_SPEECH = "TooLittleSpeech"  # the samples hold less usable speech than training needs
 BAD_SAMPLES = "BadSamples"  # the samples could not be read as audio + transcripts
+SAMPLES_NOT_FOUND = "SamplesNotFound"  # nothing at the samples URI
 STORAGE_UNREACHABLE = "StorageUnreachable"  # the samples or the registry could not be reached
 TRAINING_ERROR = "TrainingError"  # anything else went wrong inside the job
 
@@ -234,6 +235,8 @@ def _classify(exc: Exception) -> tuple[str, str]:
 
     if isinstance(exc, DatasetError):
         text = str(exc)
+        if "does not exist" in text:
+            return SAMPLES_NOT_FOUND, text
         return (TOO_LITTLE_SPEECH if "too little" in text else BAD_SAMPLES), text
     if isinstance(exc, (FileNotFoundError, PermissionError, ConnectionError, TimeoutError)):
         return STORAGE_UNREACHABLE, f"{type(exc).__name__}: {exc}"

@@ -202,9 +202,10 @@ class KubernetesJobBackend:
                 return RunStatus("Succeeded")
             if cond.get("type") == "Failed":
                 return RunStatus("Failed", f"{cond.get('reason', '')}: {cond.get('message', '')}".strip(": "))
-        if status.get("ready") or status.get("active"):
-            return RunStatus("Running" if status.get("ready") else "Pending", "the training pod is starting")
-        return RunStatus("Pending", f"Job {tenant.namespace}/{job_name(job)} has no running pod yet")
+        if status.get("ready"):
+            return RunStatus("Running")
+        return RunStatus("Pending", f"Job {tenant.namespace}/{job_name(job)} waits for its pod to run "
+                                    "(kubectl describe job / get pods in that namespace shows why)")
 
     async def _copy_storage_secret(self, tenant: TenantRef) -> str | None:
         name = self.settings.storage_secret

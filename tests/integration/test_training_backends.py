@@ -34,7 +34,7 @@ def test_ray_backend_runs_the_job_once_and_the_result_comes_back_through_storage
                         timeout=180, interval=1, what="the Ray job to end")
     assert status.phase == "Succeeded", status  # the outcome is recorded, so the process exits 0
     result = JobStore(job).result()
-    assert (result.outcome, result.reason) == ("failed", "StorageUnreachable") and "none" in result.message
+    assert (result.outcome, result.reason) == ("failed", "SamplesNotFound") and "does not exist" in result.message
     asyncio.run(backend.delete(ref, job))
     assert asyncio.run(backend.status(ref, job)).phase == "Missing"
 
@@ -66,7 +66,7 @@ def test_kubernetes_backend_creates_one_job_in_the_tenant_namespace(control_plan
             await kube.close()
 
     job, before, after, backend = asyncio.run(scenario())
-    assert before.phase == "Missing" and after.phase == "Pending" and "no running pod" in after.message
+    assert before.phase == "Missing" and after.phase == "Pending" and "waits for its pod" in after.message
     created = get_json(kubectl, "job", job_name(job), "-n", tenant.namespace)
     assert created["spec"]["template"]["spec"]["serviceAccountName"] == "chorus-trainer"
     assert get_json(kubectl, "serviceaccount", "chorus-trainer", "-n", tenant.namespace)[
