@@ -7,7 +7,7 @@ VENV = $(shell tools/bootstrap.sh | tail -1)
 PYTEST_ARGS ?=
 TEXT ?= Hello from Chorus. Every tenant voice is a small adapter on one shared model, and this is the base voice.
 
-.PHONY: venv run test test-unit controlplane images bench bench-engine bench-serve bench-operator bench-adapt clean-cache
+.PHONY: venv run test test-unit controlplane images bench bench-engine bench-serve bench-operator bench-adapt bench-adapt-grid clean-cache
 
 venv:  ## build or reuse the cached virtualenv and install Chorus into it
 	@echo "virtualenv: $(VENV)"
@@ -44,6 +44,9 @@ bench-serve:  ## serving throughput, latency, time to first byte and memory agai
 
 bench-adapt:  ## train and score adapters for the three generated voices, two at a time on one core each (~30 min)
 	@venv="$(VENV)"; "$$venv/bin/python" -m bench.adapt --jobs 2 --threads 1
+
+bench-adapt-grid:  ## voice reach: the default recipe on 27 voices (2 generators x f0 x0.7-2.0 x 2 formant relations + espeak-ng), resumable (hours); BENCH_ARGS="--only 'world-f0.70-*' --steps 150"
+	@venv="$(VENV)"; "$$venv/bin/python" -m bench.adapt_grid --jobs 2 --threads 1 $(BENCH_ARGS)
 
 clean-cache:  ## drop the cached virtualenvs (the next target rebuilds them)
 	rm -rf $(CHORUS_CACHE)/venv-*
