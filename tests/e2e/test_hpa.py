@@ -65,12 +65,18 @@ def metrics_server(real_node, tmp_path_factory):
         yield server
 
 
-@pytest.fixture(scope="module")
-def serve_image(real_node) -> str:
-    """The serve image (chorus.images), imported into the node's containerd; its reference."""
+@pytest.fixture(scope="session")
+def serve_archive() -> tuple:
+    """The serve image (chorus.images): (archive, ref), built before the node is taken (minutes if stale)."""
     from chorus.images.build import ensure_image
 
-    archive, ref = ensure_image("serve")
+    return ensure_image("serve")
+
+
+@pytest.fixture(scope="module")
+def serve_image(serve_archive, real_node) -> str:
+    """The serve image imported into the node's containerd; its reference."""
+    archive, ref = serve_archive
     real_node.load_image(archive)
     return ref
 
@@ -173,8 +179,8 @@ class _Load:
                         self.errors[outcome] = self.errors.get(outcome, 0) + 1
 
 
-def test_bounded_load_scales_the_serving_deployment_out_and_back_in(real_node, metrics_server, serve_image,
-                                                                     namespace):
+def test_bounded_load_scales_the_serving_deployment_out_and_back_in(serve_archive, real_node, metrics_server,
+                                                                     serve_image, namespace):
     cp = real_node.cp
     times: dict[str, float] = {"metrics-server build/check": metrics_server.build_s,
                                "metrics available (start to node metrics)": metrics_server.startup_s}
@@ -223,8 +229,8 @@ def test_bounded_load_scales_the_serving_deployment_out_and_back_in(real_node, m
                 scaled_out = time.monotonic() - t0
                 _say(f"scale-out asked after {scaled_out:.0f}s of load: {_hpa_line(hpa)}")
             if scaled_out is not None:
-                pods = real_node.wait_pods_ready(namespace, selector, timeout=max(30, LOAD_MAX_S - 10 - (time.monotonic() - t0)),
-                                                 count=2)
+                left = LOAD_MAX_S - 10 - (time.monotonic() - t0)
+                pods = real_node.wait_pods_ready(namespace, selector, timeout=max(30, left), count=2)
                 ready_out = time.monotonic() - t0
                 _say(f"{len(pods)} pods Ready after {ready_out:.0f}s of load")
                 time.sleep(20)  # both pods take requests for a while
