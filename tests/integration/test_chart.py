@@ -500,7 +500,7 @@ def test_images_per_role_and_the_operator_override(helm):
     serving = one(docs, "Deployment", "serving")["spec"]["template"]["spec"]["containers"][0]
     operator = one(docs, "Deployment", "operator")["spec"]["template"]["spec"]["containers"][0]
     assert (serving["image"], serving["imagePullPolicy"]) == ("localhost/chorus-serve:abcdefabcdef", "Never")
-    assert (operator["image"], operator["imagePullPolicy"]) == ("localhost/chorus-serve:111111111111", "Never")
+    assert (operator["image"], operator["imagePullPolicy"]) == ("localhost/chorus-operator:111111111111", "Never")
     default = one(render(helm), "Deployment", "serving")["spec"]["template"]["spec"]["containers"][0]["image"]
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert default == f"localhost/chorus-serve:{chart['appVersion']}"
