@@ -12,8 +12,8 @@ TEXT ?= Hello from Chorus. Every tenant voice is a small adapter on one shared m
 venv:  ## build or reuse the cached virtualenv and install Chorus into it
 	@echo "virtualenv: $(VENV)"
 
-controlplane:  ## build etcd, kube-apiserver, kube-controller-manager and helm into the cache
-	@bash controlplane/build.sh
+controlplane:  ## build etcd, the Kubernetes servers and node binaries, helm, metrics-server and KubeRay's operator into the cache
+	@bash controlplane/build.sh metrics-server kuberay-operator
 
 IMAGE_ROLE ?= all
 images:  ## the container images (OCI archives, no registry) under $(CHORUS_CACHE)/images: IMAGE_ROLE=serve|operator|train|all
@@ -24,7 +24,7 @@ run:  ## the platform locally: a demo tenant (base voice + a voice trained once)
 	"$$venv/bin/chorus" demo --out out --text "$(TEXT)" $(RUN_ARGS)
 
 test:  ## every test: unit, integration (real control plane, Ray, helm) and end to end
-	@venv="$(VENV)"; bash controlplane/build.sh && \
+	@venv="$(VENV)"; bash controlplane/build.sh metrics-server kuberay-operator && \
 	PATH="$$venv/bin:$$PATH" "$$venv/bin/python" -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc = 5 ]; then echo "no tests collected" >&2; exit 1; fi; exit $$rc
 
