@@ -28,14 +28,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chorus", description="Chorus multi-tenant text-to-speech")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    missing = []
     for name in _SUBCOMMAND_MODULES:
         try:
             module = importlib.import_module(name)
+            module.register(subparsers)
         except ModuleNotFoundError as exc:
             if exc.name == name:  # that concern has no CLI yet
                 continue
-            raise
-        module.register(subparsers)
+            # A role image (e.g. the operator's) leaves out what other concerns need (torch, Ray):
+            # their commands are absent there, and the help says why.
+            missing.append(f"{name.rsplit('.', 2)[-2]} (needs {exc.name}, not installed)")
+    if missing:
+        parser.epilog = "not available here: " + ", ".join(missing)
     return parser
 
 
