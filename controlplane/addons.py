@@ -259,10 +259,22 @@ class KubeRayOperator(_HostProcess):
         if r.returncode != 0:
             raise AddonError(f"applying KubeRay's CRDs failed: {r.stderr.strip()}")
         names = [f"{f.name.removeprefix('ray.io_').removesuffix('.yaml')}.ray.io" for f in files]
-        r = self.cp.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                            *[f"crd/{n}" for n in names], timeout=90)
-        if r.returncode != 0:
-            raise AddonError(f"KubeRay's CRDs not Established: {r.stderr.strip()}")
+        # Polled here: `kubectl wait --for=condition=Established` errors out while a new CRD has no
+        # status.conditions yet instead of waiting.
+        deadline = time.monotonic() + 60
+        pending = list(names)
+        while pending:
+            r = self.cp.kubectl("get", "crd", *pending, "-o", "json", timeout=30)
+            doc = json.loads(r.stdout) if r.returncode == 0 else {}
+            items = doc.get("items", [doc] if doc.get("kind") == "CustomResourceDefinition" else [])
+            done = {i["metadata"]["name"] for i in items
+                    if any(c["type"] == "Established" and c["status"] == "True"
+                           for c in (i.get("status") or {}).get("conditions") or [])}
+            pending = [n for n in pending if n not in done]
+            if pending and time.monotonic() > deadline:
+                raise AddonError(f"KubeRay's CRDs not Established after 60s: {', '.join(pending)} {r.stderr.strip()}")
+            if pending:
+                time.sleep(0.5)
         self.crds_s = time.monotonic() - started
         return names
 
