@@ -231,7 +231,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.colors import TwoSlopeNorm
 
-    fig, axes = plt.subplots(1, len(GENERATORS), figsize=(12, 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(GENERATORS), figsize=(14, 3.6), squeeze=False)
     norm = TwoSlopeNorm(vmin=-0.5, vcenter=0.7, vmax=1.0)
     for ax, generator in zip(axes[0], GENERATORS):
         grid = _cells(rows, generator)
@@ -239,9 +239,9 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         for i, (rule, exponent) in enumerate(FORMANT_RULES.items()):
             for j, f0 in enumerate(F0_FACTORS):
                 text = "–" if np.isnan(grid[i, j]) else f"{grid[i, j]:.0%}"
-                ax.text(j, i, f"{text}\nformant ×{f0 ** exponent:.2f}", ha="center", va="center", fontsize=8)
+                ax.text(j, i, f"{text}\nfmt ×{f0 ** exponent:.2f}", ha="center", va="center", fontsize=8)
         ax.set_xticks(range(len(F0_FACTORS)), [f"×{f:g}" for f in F0_FACTORS])
-        ax.set_yticks(range(len(FORMANT_RULES)), [f"{k} (f0^{v:g})" for k, v in FORMANT_RULES.items()])
+        ax.set_yticks(range(len(FORMANT_RULES)), [f"{k}\nfmt = f0^{v:g}" for k, v in FORMANT_RULES.items()], fontsize=8)
         ax.set_xlabel("pitch factor (target / base median f0)")
         ax.set_title(f"{generator}" + (" — HELD OUT" if generator == HELD_OUT else " — tuning"), fontsize=10)
     fig.colorbar(im, ax=axes[0].tolist(), label="similarity gap closed (gate: 70%)")
@@ -269,21 +269,27 @@ def _summary(rows: list[dict]) -> str:
             f"min {min(gaps):.0%}; f0 error median {np.median([r['f0_err'] for r in rows]):.1%}\n")
 
 
-def estimate(rows: list[dict], default_steps: int, jobs: int, voices: int) -> str:
-    """The full run's cost from the measured voices: fixed stages + training time per step x the default steps."""
+def estimate(rows: list[dict], default_steps: int, jobs: int, voices: int, cap_s: float) -> str:
+    """The full run's cost from the measured voices: fixed stages + training time per step x the default steps
+    (at most the training time cap, where the run would stop short of its steps)."""
     if not rows:
         return ""
-    fixed = float(np.mean([r["total_s"] - r["train_s"] for r in rows]))
-    per_step = float(np.mean([r["train_s"] / r["steps"] for r in rows]))
-    per_voice = fixed + per_step * default_steps
-    return (f"Measured per voice: {fixed:.0f} s outside training (targets, preparation, references, alignment, "
-            f"evaluation) and {per_step:.2f} s per training step, so ~{per_voice / 60:.0f} min per voice at "
-            f"{default_steps} steps on this machine; the full grid ({voices} voices) at --jobs {jobs}: "
-            f"~{voices * per_voice / jobs / 3600:.1f} h (if {jobs} jobs get {jobs} cores; the training time cap is "
-            f"9 min per voice).\n")
+    fixed = float(np.median([r["total_s"] - r["train_s"] for r in rows]))
+    per_step = float(np.median([r["train_s"] / r["steps"] for r in rows]))
+    train = min(per_step * default_steps, cap_s)
+    capped = (f" -- the {cap_s / 60:.0f} min cap: only ~{cap_s / per_step:.0f} of {default_steps} steps at this rate, "
+              "so the full run wants a quieter machine or --minutes" if per_step * default_steps > cap_s else "")
+    per_voice = fixed + train
+    return (f"Measured per voice (median of {len(rows)}): {fixed:.0f} s outside training (targets, preparation, "
+            f"references, alignment, evaluation; the first voice of a process also pays the base voice's reading-"
+            f"list WER once) and {per_step:.2f} s per training step, so ~{per_voice / 60:.0f} min per voice at "
+            f"{default_steps} steps{capped}. The full grid ({voices} voices) at --jobs {jobs}: "
+            f"~{voices * per_voice / jobs / 3600:.1f} h, if {jobs} jobs get {jobs} cores at this load.\n")
 
 
 def report(rows: list[dict], args, default_steps: int, grid: list[GridVoice], elapsed: float) -> str:
+    from chorus.adapters.train import TrainConfig
+
     quick = any(r["steps"] < default_steps for r in rows)
     order = {gv.name: i for i, gv in enumerate(grid)}
     rows = sorted(rows, key=lambda r: order.get(r["voice"], 1 << 30))
@@ -318,9 +324,12 @@ def report(rows: list[dict], args, default_steps: int, grid: list[GridVoice], el
         md.append("")
     if quick:
         md.append("## Cost\n")
-        md.append(estimate(rows, default_steps, 2, len(grid)))
-    md.append(f"\nThis invocation: {elapsed:.0f} s. Command: python -m bench.adapt_grid "
-              + " ".join(sys.argv[1:]) + "\n")
+        md.append(estimate(rows, default_steps, 2, len(grid), TrainConfig().max_minutes * 60))
+    if not args.report:
+        md.append(f"\nThis invocation: {elapsed:.0f} s. Command: python -m bench.adapt_grid "
+                  + " ".join(sys.argv[1:]) + "\n")
+    else:
+        md.append(f"\nRebuilt from {args.name}.jsonl (per-voice times above; totals in total_s).\n")
     return "\n".join(md)
 
 
@@ -355,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="adapt-grid", help="results file name under bench/results/")
     parser.add_argument("--fresh", action="store_true", help="rerun voices whose results exist")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--report", action="store_true", help="only rebuild <name>.{json,md,png} from <name>.jsonl")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     grid = grid_voices(args.seed)
@@ -368,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = RESULTS_DIR / f"{args.name}.jsonl"
     keys = {gv.name: result_key(gv, cfg, args.seed) for gv in grid}
     done_rows = {r["voice"]: r for r in load_rows(lines) if keys.get(r.get("voice")) == r.get("key")}
-    todo = [gv for gv in _select(grid, args.only) if args.fresh or gv.name not in done_rows]
+    todo = [] if args.report else [gv for gv in _select(grid, args.only) if args.fresh or gv.name not in done_rows]
     print(f"{len(todo)} voice(s) to run, {len(done_rows)} with results already: "
           + " ".join(gv.name for gv in todo), flush=True)
 
