@@ -42,6 +42,19 @@ IN_CLUSTER_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 IN_CLUSTER_SERVER = "https://kubernetes.default.svc"
 
 
+def in_cluster_server() -> str:
+    """The API server as a pod sees it: the kubelet's KUBERNETES_SERVICE_HOST/PORT (as client-go reads them).
+
+    Those need no cluster DNS, which not every cluster runs; kubernetes.default.svc is the fallback.
+    """
+    import os
+
+    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
+    if host and port:
+        return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+    return IN_CLUSTER_SERVER
+
+
 class ApiError(RuntimeError):
     """The API server answered with an error status; `status` is the HTTP code."""
 
@@ -99,7 +112,7 @@ def load_connection(kubeconfig: Path | None) -> Connection:
             raise FileNotFoundError(
                 "no kubeconfig given (CHORUS_OPERATOR_KUBECONFIG) and not running in a pod "
                 f"({IN_CLUSTER_DIR}/token is absent)")
-        return Connection(server=IN_CLUSTER_SERVER, ca_path=str(IN_CLUSTER_DIR / "ca.crt"),
+        return Connection(server=in_cluster_server(), ca_path=str(IN_CLUSTER_DIR / "ca.crt"),
                           token_path=str(IN_CLUSTER_DIR / "token"))
     config = yaml.safe_load(Path(kubeconfig).read_text())
     base = Path(kubeconfig).resolve().parent

@@ -131,46 +131,7 @@ def images(tmp_path_factory) -> dict[str, tuple[Path, str]]:
         with Timed(f"image {role} (build or cache)"):
             found[role] = (reuse and _newest_archive(role)) or ensure_image(role)
         _say(f"{role}: {found[role][1]} ({found[role][0].stat().st_size / 1e6:.0f} MB)")
-    from chorus.images.build import role as image_role
-
-    if "libstdc++6" not in image_role("operator").apt_file.read_text():
-        with Timed("image operator + libstdc++ (stopgap)"):
-            found["operator"] = _with_libstdcxx(*found["operator"], tmp_path_factory.mktemp("operator-image"))
     return found
-
-
-def _with_libstdcxx(archive: Path, ref: str, work: Path) -> tuple[Path, str]:
-    """STOPGAP until images/apt-operator.txt lists libstdc++6 (numpy, which the `chorus` CLI imports,
-    links it; without it the operator exits at start): the operator image plus a layer with Debian
-    bookworm's libstdc++ taken from the train image's base layer (same suite)."""
-    import tarfile
-
-    from chorus.controlplane.oci import write_oci_archive
-    from chorus.images.build import image_config, images_dir
-
-    root, extra = work / "root", work / "extra"
-    with tarfile.open(archive) as tar:
-        tar.extractall(work / "oci", filter="fully_trusted")
-    blobs = work / "oci" / "blobs" / "sha256"
-    index = json.loads((work / "oci" / "index.json").read_text())
-    manifest = json.loads((blobs / index["manifests"][0]["digest"].split(":")[1]).read_text())
-    root.mkdir()
-    for layer in manifest["layers"]:
-        with tarfile.open(blobs / layer["digest"].split(":")[1]) as tar:
-            tar.extractall(root, filter="fully_trusted", numeric_owner=True)
-    shutil.rmtree(work / "oci")
-    libs = sorted(images_dir().glob("base-train-*/usr/lib/x86_64-linux-gnu"))
-    assert libs, "no train base layer to take libstdc++ from"
-    target = extra / "usr/lib/x86_64-linux-gnu"
-    target.mkdir(parents=True)
-    for lib in libs[-1].glob("libstdc++.so.6*"):
-        shutil.copy2(lib, target / lib.name, follow_symlinks=False)
-    tag = ref.rpartition(":")[2] + "-libstdcxx"
-    out, new_ref = work / f"operator-{tag}.oci.tar", f"localhost/chorus-operator:{tag}"
-    write_oci_archive([root, extra], out, new_ref, **image_config("operator", tag))
-    shutil.rmtree(root)
-    _say(f"the operator image lacks libstdc++6: made {new_ref} with it")
-    return out, new_ref
 
 
 @pytest.fixture(scope="module")
