@@ -279,7 +279,7 @@ def platform(real_node: Node, helm_bin, s3, images, tmp_path_factory, request) -
             (reporter.write_line if reporter else print)(line)
         # Leave the shared control plane usable for later tests: no release, no tenants held by finalizers.
         p.helm("uninstall", RELEASE, "--wait", "--timeout", "120s", check=False)
-        for name in (TENANT, f"helm-test-{RELEASE}"):
+        for name in (TENANT, f"{RELEASE}-helm-test"):
             p.kubectl("patch", "voicetenant", name, "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
             p.kubectl("delete", "voicetenant", name, "--ignore-not-found", "--wait=false")
 

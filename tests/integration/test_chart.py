@@ -527,14 +527,14 @@ def test_the_dashboard_shows_every_serving_metric(helm):
 def test_helm_test_uses_a_throwaway_tenant_or_a_given_secret(helm):
     docs = render(helm)
     tenant = one(docs, "VoiceTenant")
-    assert tenant["metadata"]["name"] == "helm-test-rel"
+    assert tenant["metadata"]["name"] == "rel-chorus-helm-test"
     assert tenant["metadata"]["annotations"]["helm.sh/hook"] == "test"
     assert "hook-succeeded" in tenant["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
     assert tenant["spec"]["owners"] == [{"kind": "ServiceAccount", "name": "rel-chorus-helm-test", "namespace": NAMESPACE}]
     pod = one(docs, "Pod")
     assert pod["spec"]["serviceAccountName"] == "rel-chorus-helm-test"
     env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
-    assert env["TENANT_NAMESPACE"]["value"] == "tenant-helm-test-rel"
+    assert env["TENANT_NAMESPACE"]["value"] == "tenant-rel-chorus-helm-test"
     assert env["SERVING_SERVICE"]["value"] == "rel-chorus-serving"
     script = one(docs, "ConfigMap", "helm-test")["data"]["speak.py"]
     compile(script, "speak.py", "exec")
