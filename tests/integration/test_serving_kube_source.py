@@ -36,8 +36,11 @@ def record(namespace: str, tenant: str, key: str, voices: list[dict], api: dict 
 
 
 def voice(name: str, version: int, state: str = "Ready") -> dict:
-    """A voice as the operator's voice driver reports it."""
-    return {"name": name, "state": state, "version": version, "adapterUri": f"s3://adapters/{name}/v{version}"}
+    """A voice as the operator's voice driver reports it: a Ready voice serves `version`, others nothing yet."""
+    status = {"name": name, "state": state, "version": version}
+    if state == "Ready":
+        status.update(servingVersion=version, adapterUri=f"s3://adapters/{name}/v{version}")
+    return status
 
 
 class Snapshots:
