@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import shlex
+import time
 from typing import Literal, NamedTuple, Protocol
 
 from chorus.adapters.voicejob import VoiceJob
-from chorus.operator.builders import TENANT_LABEL, TenantRef, labels
+from chorus.operator.builders import TenantRef, labels
 from chorus.operator.kube import ApiError, KubeClient
 from chorus.operator.settings import Settings
 
@@ -112,8 +113,6 @@ class RayJobBackend:
                     return
             except RuntimeError:
                 return
-            import time
-
             time.sleep(0.2)
 
     async def status(self, tenant: TenantRef, job: VoiceJob) -> RunStatus:
@@ -243,5 +242,3 @@ def make_backend(settings: Settings, kube: KubeClient) -> TrainingBackend:
     return RayJobBackend(settings.ray_address, settings.ray_python, settings.training_cpus)
 
 
-__all__ = ["BackendError", "KubernetesJobBackend", "RayJobBackend", "RunStatus", "TrainingBackend",
-           "TENANT_LABEL", "make_backend"]
