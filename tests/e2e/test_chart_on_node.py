@@ -545,8 +545,8 @@ def test_4_upgrade_and_rollback_under_load_lose_nothing_and_uninstall_keeps_tena
             hpa = p.get("hpa", "-n", NAMESPACE, f"{RELEASE}-serving")
             assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 3)
             pods = p.wait_pods(SERVING_SELECTOR, count=2, timeout=420)
-            p.wait(lambda: len(p.node._pods(NAMESPACE, SERVING_SELECTOR)) == 2, timeout=120,
-                   what="the old serving pods gone")
+            pods = p.wait(lambda: (now := p.node._pods(NAMESPACE, SERVING_SELECTOR)) and len(now) == 2 and now,
+                          timeout=120, what="the old serving pods gone")
     finally:
         sent, failed = loop.finish()
     _say(f"upgrade: {sent} requests, {len(failed)} failed")
