@@ -12,6 +12,7 @@ is never mistaken for a tenant). The published artifact records the job's identi
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import posixpath
@@ -281,6 +282,10 @@ def _run(job: VoiceJob, reporter: Reporter, tmp: Path) -> Result:
                   dataset_hash=load_prepared(tmp / "train").dataset_hash, training=training,
                   profile=trained.profile.model_dump())
     build_manifest(artifact, **fields)
+    # Training's model, optimiser and clips are not needed to evaluate: a Job pod at the default
+    # LimitRange's 4 GiB was OOM-killed while evaluating with them still held.
+    del trained
+    gc.collect()
 
     reporter.stage("Evaluating")
     voice = load_adapted_voice(artifact, fingerprint)
