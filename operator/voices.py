@@ -309,8 +309,8 @@ class TrainingVoiceDriver:
             why = f"version {voice.version} failed its quality gate ({'; '.join(have[voice.version].reasons)})"
         keep = self._keep_serving(prev, versions)
         tail = f"; version {keep.version} keeps serving" if keep else ""
-        return self._status(voice, prev, FAILED, PIN_UNAVAILABLE, f"{why}: pin another version or remove the pin{tail}",
-                            serving=keep, versions=versions, failure=True)
+        return self._failed(voice, prev, PIN_UNAVAILABLE, f"{why}: pin another version or remove the pin{tail}",
+                            keep, versions)
 
     def _verdict(self, voice: Voice, prev: dict, mine: VersionRecord, versions: list[VersionRecord],
                  what: str) -> dict:
@@ -320,9 +320,9 @@ class TrainingVoiceDriver:
                                 serving=mine, versions=versions, quality=mine)
         keep = self._keep_serving(prev, versions)
         tail = f"; version {keep.version} keeps serving" if keep else "; the voice is not served"
-        return self._status(voice, prev, FAILED, GATE_FAILED,
+        return self._failed(voice, prev, GATE_FAILED,
                             f"version {mine.version} failed the quality gate: {'; '.join(mine.reasons)}{tail}",
-                            serving=keep, versions=versions, quality=mine, failure=True)
+                            keep, versions, quality=mine)
 
     async def _attach(self, tenant: TenantRef, voice: Voice, prev: dict, versions: list[VersionRecord]) -> dict:
         from chorus.adapters.artifact import AdapterArtifactError, BaseModelMismatchError
@@ -337,18 +337,16 @@ class TrainingVoiceDriver:
                     self.index.import_adapter, tenant.name, voice.name, voice.adapter.uri, voice.adapter.sha256,
                     self.base, identity, self._options(voice.adapter.uri))
             except FileNotFoundError as exc:
-                return self._status(voice, prev, FAILED, ADAPTER_NOT_FOUND, f"{exc}; upload the artifact there or "
-                                    "fix adapter.uri", serving=keep, versions=versions, failure=True)
+                return self._failed(voice, prev, ADAPTER_NOT_FOUND, f"{exc}; upload the artifact there or "
+                                    "fix adapter.uri", keep, versions)
             except BaseModelMismatchError as exc:
-                return self._status(voice, prev, FAILED, BASE_MODEL_MISMATCH,
-                                    f"{exc}; attach an adapter trained on this platform's base model",
-                                    serving=keep, versions=versions, failure=True)
+                return self._failed(voice, prev, BASE_MODEL_MISMATCH,
+                                    f"{exc}; attach an adapter trained on this platform's base model", keep, versions)
             except AdapterArtifactError as exc:
-                return self._status(voice, prev, FAILED, ADAPTER_INVALID, f"{exc}; the artifact is not served",
-                                    serving=keep, versions=versions, failure=True)
+                return self._failed(voice, prev, ADAPTER_INVALID, f"{exc}; the artifact is not served", keep, versions)
             except OSError as exc:
-                return self._status(voice, prev, FAILED, STORAGE_UNREACHABLE, f"cannot read {voice.adapter.uri}: "
-                                    f"{exc}", serving=keep, versions=versions, failure=True)
+                return self._failed(voice, prev, STORAGE_UNREACHABLE, f"cannot read {voice.adapter.uri}: "
+                                    f"{exc}", keep, versions)
             versions = await asyncio.to_thread(self.index.versions, tenant.name, voice.name)
         return self._finish(tenant, voice, prev, mine, versions, f"attached from {voice.adapter.uri}")
 
@@ -373,12 +371,11 @@ class TrainingVoiceDriver:
             samples_hash = await asyncio.to_thread(self.hasher.fingerprint, samples.uri, samples.transcripts_uri,
                                                    self._options(samples.uri))
         except FileNotFoundError as exc:
-            return self._status(voice, prev, FAILED, SAMPLES_NOT_FOUND,
+            return self._failed(voice, prev, SAMPLES_NOT_FOUND,
                                 f"{exc}: upload recordings there (wav, flac, ogg or mp3; at least 30 s of speech)",
-                                serving=keep, versions=versions, failure=True)
+                                keep, versions)
         except OSError as exc:
-            return self._status(voice, prev, FAILED, STORAGE_UNREACHABLE, f"cannot list {samples.uri}: {exc}",
-                                serving=keep, versions=versions, failure=True)
+            return self._failed(voice, prev, STORAGE_UNREACHABLE, f"cannot list {samples.uri}: {exc}", keep, versions)
         settings = samples.training.model_dump(by_alias=True)
         source = {"samples": samples_hash, "training": settings}
         identity = identity_of(tenant.name, voice.name, source, self.base)
@@ -388,11 +385,11 @@ class TrainingVoiceDriver:
             return self._finish(tenant, voice, prev, mine, versions, f"trained from samples {samples_hash[:8]}")
         if self.settings.on_base_change == "fail" and versions and not any(
                 r.base_fingerprint == self.base for r in versions):
-            return self._status(voice, prev, FAILED, BASE_MODEL_CHANGED,
+            return self._failed(voice, prev, BASE_MODEL_CHANGED,
                                 f"every version of this voice was made for another base model "
                                 f"({versions[-1].base_fingerprint[:12]}; this platform runs {self.base[:12]}) and "
                                 "on_base_change is 'fail': they are not served; set it to 'retrain' to retrain "
-                                "from the samples", serving=None, versions=versions, failure=True)
+                                "from the samples", None, versions)
         job = VoiceJob(tenant=tenant.name, voice=voice.name, identity=identity, samples_uri=samples.uri,
                        transcripts_uri=samples.transcripts_uri, samples_hash=samples_hash,
                        steps=samples.training.steps, max_minutes=samples.training.max_minutes,
@@ -403,8 +400,8 @@ class TrainingVoiceDriver:
         result = await asyncio.to_thread(store.result)
         if result is not None and result.outcome == "failed":
             self._running.pop((tenant.name, voice.name), None)
-            return self._status(voice, prev, FAILED, result.reason or TRAINING_JOB_FAILED,
-                                f"{result.message}; {RETRY_HINT}", serving=keep, versions=versions, failure=True)
+            return self._failed(voice, prev, result.reason or TRAINING_JOB_FAILED,
+                                f"{result.message}; {RETRY_HINT}", keep, versions)
         if result is not None:  # published, but the listing above predates it: the next poll shows it
             return self._status(voice, prev, EVALUATING, "Publishing", f"version {result.version} was published",
                                 serving=keep, versions=versions)
@@ -422,9 +419,8 @@ class TrainingVoiceDriver:
         if run.phase in ("Failed", "Succeeded"):  # ended without writing its result
             self._running.pop((tenant.name, voice.name), None)
             why = run.message or "it exited without recording a result"
-            return self._status(voice, prev, FAILED, TRAINING_JOB_FAILED,
-                                f"training run {job.name} failed: {why}; {RETRY_HINT}", serving=keep,
-                                versions=versions, failure=True)
+            return self._failed(voice, prev, TRAINING_JOB_FAILED,
+                                f"training run {job.name} failed: {why}; {RETRY_HINT}", keep, versions)
         progress = await asyncio.to_thread(store.progress)
         stage = progress.stage if progress else "Preparing"
         state = {"Preparing": PREPARING, "Training": TRAINING}.get(stage, EVALUATING)
@@ -452,6 +448,12 @@ class TrainingVoiceDriver:
         return shown
 
     # ---- status ------------------------------------------------------------------------------------
+    def _failed(self, voice: Voice, prev: dict, reason: str, message: str, keep: VersionRecord | None,
+                versions: list[VersionRecord], quality: VersionRecord | None = None) -> dict:
+        """Failed for `reason`; `keep` (the version that served before, if it still may) goes on serving."""
+        return self._status(voice, prev, FAILED, reason, message, serving=keep, versions=versions, quality=quality,
+                            failure=True)
+
     def _status(self, voice: Voice, prev: dict, state: str, reason: str, message: str, *,
                 serving: VersionRecord | None = None, versions: list[VersionRecord] | None = None,
                 quality: VersionRecord | None = None, progress: dict | None = None, failure: bool = False) -> dict:
