@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -200,6 +201,59 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+DRAIN_FILE_ENV = "CHORUS_DRAIN_FILE"  # set by `chorus serve`: the file whose existence means "drain"
+UNCOUNTED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapes are not traffic
+
+
+class DrainState:
+    """Requests in flight, and whether the process is stopping (the drain file exists)."""
+
+    def __init__(self, path: str | None):
+        self.path = path
+        self.in_flight = 0
+        self.last_done = time.monotonic()
+
+    @property
+    def draining(self) -> bool:
+        return bool(self.path) and os.path.exists(self.path)
+
+    def report(self) -> dict:
+        return {"status": "draining", "inFlight": self.in_flight,
+                "idleSeconds": 0.0 if self.in_flight else round(time.monotonic() - self.last_done, 2)}
+
+
+class Drain:
+    """ASGI middleware for a stop that breaks no request.
+
+    It counts the requests in flight. Once the drain file exists (`chorus serve` creates it on
+    SIGTERM), every response carries `Connection: close`, so a client's kept-alive connection (which
+    a Service's NAT would keep pinned to this pod) is closed after its answer and the next request
+    connects afresh to a pod that stays; `/readyz` answers 503 with the count, which `chorus serve`
+    waits on before it stops Ray.
+    """
+
+    def __init__(self, app, state: DrainState):
+        self.app, self.state = app, state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] in UNCOUNTED_PATHS:
+            return await self.app(scope, receive, send)
+        state = self.state
+
+        async def send_closing(message):
+            if message["type"] == "http.response.start" and state.draining:
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        state.in_flight += 1
+        try:
+            await self.app(scope, receive, send_closing)
+        finally:
+            state.in_flight -= 1
+            state.last_done = time.monotonic()
+
+
 def build_api(backend: Backend, sample_rate: int, max_body_bytes: int = 1 << 20) -> FastAPI:
     """The FastAPI app over `backend`; bodies over `max_body_bytes` are refused before they are parsed."""
     app = FastAPI(title="Chorus", version="0.1.0",
@@ -234,6 +288,8 @@ def build_api(backend: Backend, sample_rate: int, max_body_bytes: int = 1 << 20)
         return ApiError(exc.status_code, str(exc.detail), code).response()
 
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    drain = DrainState(os.environ.get(DRAIN_FILE_ENV))
+    app.add_middleware(Drain, state=drain)  # added last, so outermost: it sees every answer, 413s included
 
     async def tenant_of(request: Request) -> Tenant:
         tenant = backend.directory.authenticate(_key(request))
@@ -413,7 +469,9 @@ def build_api(backend: Backend, sample_rate: int, max_body_bytes: int = 1 << 20)
 
     @app.get("/readyz", tags=["health"])
     async def readyz():
-        """The base model is loaded and can synthesise (503 until then)."""
+        """The base model is loaded and can synthesise (503 until then, and while the process drains to stop)."""
+        if drain.draining:
+            return JSONResponse(drain.report(), status_code=503)
         if await backend.ready():
             return {"status": "ready"}
         return JSONResponse({"status": "not ready"}, status_code=503)
