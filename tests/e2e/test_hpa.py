@@ -14,7 +14,6 @@ scale-out, new pod Ready, scale-in) are printed and recorded in charts/chorus/RE
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 import subprocess
@@ -27,7 +26,6 @@ import pytest
 
 from chorus.controlplane.addons import AddonError, MetricsServer, ensure_addons
 from chorus.controlplane.binaries import BinariesNotFound
-from chorus.operator.builders import COMPONENT_LABEL, record_name
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
@@ -63,40 +61,6 @@ def metrics_server(real_node, tmp_path_factory):
         pytest.fail(str(exc), pytrace=False)
     with server:
         yield server
-
-
-@pytest.fixture(scope="session")
-def serve_archive() -> tuple:
-    """The serve image (chorus.images): (archive, ref), built before the node is taken (minutes if stale)."""
-    from chorus.images.build import ensure_image
-
-    return ensure_image("serve")
-
-
-@pytest.fixture(scope="module")
-def serve_image(serve_archive, real_node) -> str:
-    """The serve image imported into the node's containerd; its reference."""
-    archive, ref = serve_archive
-    real_node.load_image(archive)
-    return ref
-
-
-@pytest.fixture
-def namespace(real_node, unique_name):
-    real_node.kubectl("create", "namespace", unique_name, check=True)
-    yield unique_name
-    real_node.kubectl("delete", "namespace", unique_name, "--wait=false")
-
-
-def _tenant_record(namespace: str, key: str) -> dict:
-    """A tenant-record ConfigMap as the operator writes it: the base voice only, generous limits."""
-    return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": record_name(TENANT), "namespace": namespace,
-                         "labels": {COMPONENT_LABEL: "tenant-record"}},
-            "data": {"tenant": TENANT, "namespace": f"tenant-{TENANT}",
-                     "apiKeySha256": hashlib.sha256(key.encode()).hexdigest(),
-                     "requestsPerMinute": "100000", "maxConcurrent": "16", "maxCharsPerRequest": "5000",
-                     "voices.json": "[]"}}
 
 
 def _helm(cp, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -180,12 +144,12 @@ class _Load:
 
 
 def test_bounded_load_scales_the_serving_deployment_out_and_back_in(serve_archive, real_node, metrics_server,
-                                                                     serve_image, namespace):
+                                                                     serve_image, namespace, tenant_record):
     cp = real_node.cp
     times: dict[str, float] = {"metrics-server build/check": metrics_server.build_s,
                                "metrics available (start to node metrics)": metrics_server.startup_s}
     key = "sk-hpa-" + secrets.token_hex(16)
-    cp.kubectl("apply", "-f", "-", input=json.dumps(_tenant_record(namespace, key)), check=True)
+    cp.kubectl("apply", "-f", "-", input=json.dumps(tenant_record(namespace, TENANT, key, rpm=100000, max_concurrent=16)), check=True)
     values = _values(serve_image)
     args = [a for k, v in values.items() for a in ("--set-json", f"{k}={json.dumps(v)}")]
     started = time.monotonic()

@@ -18,7 +18,6 @@ is printed (see charts/chorus/README.md, "Tests").
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 import subprocess
@@ -31,7 +30,6 @@ import yaml
 
 from chorus.controlplane.addons import AddonError, KubeRayOperator, ensure_addons
 from chorus.controlplane.binaries import BinariesNotFound
-from chorus.operator.builders import COMPONENT_LABEL, record_name
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
@@ -57,29 +55,6 @@ def kuberay(real_node, tmp_path_factory):
         yield operator
 
 
-@pytest.fixture(scope="session")
-def serve_archive() -> tuple:
-    """The serve image (chorus.images): (archive, ref), built before the node is taken (minutes if stale)."""
-    from chorus.images.build import ensure_image
-
-    return ensure_image("serve")
-
-
-@pytest.fixture(scope="module")
-def serve_image(serve_archive, real_node) -> str:
-    """The serve image imported into the node's containerd; its reference."""
-    archive, ref = serve_archive
-    real_node.load_image(archive)
-    return ref
-
-
-@pytest.fixture
-def namespace(real_node, unique_name):
-    real_node.kubectl("create", "namespace", unique_name, check=True)
-    yield unique_name
-    real_node.kubectl("delete", "namespace", unique_name, "--wait=false")
-
-
 def _values(image_ref: str) -> dict:
     repository, tag = image_ref.rsplit(":", 1)
     small = {"requests": {"cpu": "250m", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "3Gi"}}
@@ -100,17 +75,6 @@ def _get(cp, *args: str) -> dict:
 
 def _pod_ready(pod: dict) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions", []))
-
-
-def _tenant_record(namespace: str, key: str) -> dict:
-    """A tenant-record ConfigMap as the operator writes it (chorus.operator.builders): the base voice only."""
-    return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": record_name("raytest"), "namespace": namespace,
-                         "labels": {COMPONENT_LABEL: "tenant-record"}},
-            "data": {"tenant": "raytest", "namespace": "tenant-raytest",
-                     "apiKeySha256": hashlib.sha256(key.encode()).hexdigest(),
-                     "requestsPerMinute": "600", "maxConcurrent": "4", "maxCharsPerRequest": "5000",
-                     "voices.json": "[]"}}
 
 
 def _pod_memory_mb(uid: str) -> int | None:
@@ -134,7 +98,7 @@ def _wait(what: str, fn, timeout: float, diagnose):
 
 
 def test_kuberay_reconciles_the_charts_rayservice_into_a_running_ray_cluster(serve_archive, real_node, kuberay,
-                                                                            serve_image, namespace):
+                                                                            serve_image, namespace, tenant_record):
     cp = real_node.cp
     times = {"kuberay build/check": kuberay.build_s, "CRDs applied and Established": kuberay.crds_s,
              "operator start (CRDs + ready)": kuberay.startup_s}
@@ -252,7 +216,7 @@ def test_kuberay_reconciles_the_charts_rayservice_into_a_running_ray_cluster(ser
 
     # Synthesis through KubeRay's serve Service, with a tenant record written by hand (no operator).
     key = "sk-ray-" + secrets.token_hex(16)
-    cp.kubectl("apply", "-f", "-", input=json.dumps(_tenant_record(namespace, key)), check=True)
+    cp.kubectl("apply", "-f", "-", input=json.dumps(tenant_record(namespace, "raytest", key, rpm=600, max_concurrent=4)), check=True)
     service = _wait("the Service <rayservice>-serve-svc",
                     lambda: _get(cp, "service", "-n", namespace, f"{name}-serve-svc"), 120, diagnose)
     url = f"http://{service['spec']['clusterIP']}:8000/v1/audio/speech"
