@@ -7,7 +7,7 @@ VENV = $(shell tools/bootstrap.sh | tail -1)
 PYTEST_ARGS ?=
 TEXT ?= Hello from Chorus. Every tenant voice is a small adapter on one shared model, and this is the base voice.
 
-.PHONY: venv run test test-chart-node test-unit controlplane images bench bench-engine bench-serve bench-operator bench-adapt bench-adapt-grid clean-cache
+.PHONY: venv run test test-node test-unit controlplane images bench bench-engine bench-serve bench-operator bench-adapt bench-adapt-grid clean-cache
 
 venv:  ## build or reuse the cached virtualenv and install Chorus into it
 	@echo "virtualenv: $(VENV)"
@@ -23,19 +23,13 @@ run:  ## the platform locally: a demo tenant (base voice + a voice trained once)
 	@venv="$(VENV)"; mkdir -p out; \
 	"$$venv/bin/chorus" demo --out out --text "$(TEXT)" $(RUN_ARGS)
 
-# The chart's whole path on the real node (tests/e2e/test_chart_on_node.py: three images of 0.5-3.2 GB
-# imported, a training Job, upgrade and rollback under load) runs as its own target until it has passed
-# end to end and its CI cost is known; `make test` runs everything else.
-CHART_NODE_TEST = tests/e2e/test_chart_on_node.py
-
-test:  ## every test: unit, integration (real control plane, Ray, helm) and end to end (but test-chart-node)
+test:  ## every test: unit, integration (real control plane, Ray, helm) and end to end; the real node's suite runs alongside
 	@venv="$(VENV)"; bash controlplane/build.sh metrics-server kuberay-operator && \
-	PATH="$$venv/bin:$$PATH" "$$venv/bin/python" -m pytest --ignore=$(CHART_NODE_TEST) $(PYTEST_ARGS); rc=$$?; \
-	if [ $$rc = 5 ]; then echo "no tests collected" >&2; exit 1; fi; exit $$rc
+	tools/test.sh "$$venv" all $(PYTEST_ARGS)
 
-test-chart-node:  ## the Helm chart on the real node: install, helm test, a tenant trained by a Job, upgrade, rollback
-	@venv="$(VENV)"; bash controlplane/build.sh && \
-	PATH="$$venv/bin:$$PATH" "$$venv/bin/python" -m pytest -s $(CHART_NODE_TEST) $(PYTEST_ARGS)
+test-node:  ## only the real node's suite: the node, the HPA, KubeRay's RayService, the chart's install-train-upgrade-rollback path
+	@venv="$(VENV)"; bash controlplane/build.sh metrics-server kuberay-operator && \
+	tools/test.sh "$$venv" node $(PYTEST_ARGS)
 
 test-unit:  ## only the fast unit tests
 	@venv="$(VENV)"; "$$venv/bin/python" -m pytest tests/unit $(PYTEST_ARGS)
