@@ -12,6 +12,7 @@ is never mistaken for a tenant). The published artifact records the job's identi
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import json
 import logging
@@ -244,6 +245,16 @@ def _classify(exc: Exception) -> tuple[str, str]:
     return TRAINING_ERROR, f"{type(exc).__name__}: {exc}"
 
 
+def _release_memory() -> None:
+    """Collect, then hand glibc's free heap back to the system (freed tensors otherwise stay in the RSS
+    that a pod's memory limit counts)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def _run(job: VoiceJob, reporter: Reporter, tmp: Path) -> Result:
     from chorus.adapters.adapted import load_adapted_voice
     from chorus.adapters.artifact import ADAPTER_WEIGHTS_FILE, QualityRecord, build_manifest, save_peft_adapter
@@ -285,7 +296,7 @@ def _run(job: VoiceJob, reporter: Reporter, tmp: Path) -> Result:
     # Training's model, optimiser and clips are not needed to evaluate: a Job pod at the default
     # LimitRange's 4 GiB was OOM-killed while evaluating with them still held.
     del trained
-    gc.collect()
+    _release_memory()
 
     reporter.stage("Evaluating")
     voice = load_adapted_voice(artifact, fingerprint)

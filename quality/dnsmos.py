@@ -64,6 +64,11 @@ def get_sessions(threads: int = 2) -> tuple:
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
+            # Batches differ in size (every window of a clip goes in one): with ONNX Runtime's arena and
+            # memory patterns each new size grew the process for good (+1.1 GB on the first three clips,
+            # +0.7 GB on the next call), which OOM-killed a training Job at 4 GiB. Plain allocations.
+            opts.enable_cpu_mem_arena = False
+            opts.enable_mem_pattern = False
             sessions = tuple(
                 ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for p in model_paths()
             )
