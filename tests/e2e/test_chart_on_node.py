@@ -14,7 +14,9 @@ In order, each step failing fast with `kubectl describe`, logs and the node's lo
 4. `helm upgrade` (HPA bounds, hence serving replicas; an operator setting; a serving setting, so
    the serving pods roll; a new CRD field) and `helm rollback`, each under a bounded request loop
    through the Service: no failed request; key, voice and adapters survive both; `helm uninstall`
-   keeps the CRDs, the tenant, its key and the bucket's objects.
+   keeps the CRDs, the tenant, its key and the bucket's objects;
+5. `helm install` again serves the kept tenant (same key, same voice version, nothing retrained);
+   then charts/chorus/README.md's purge (tenants, the release, the CRDs) leaves nothing behind.
 
 Timings of every step are printed at the end (charts/chorus/README.md, "Tests", records them).
 
@@ -592,3 +594,43 @@ def test_4_upgrade_and_rollback_under_load_lose_nothing_and_uninstall_keeps_tena
     assert secret and base64.b64decode(secret["data"]["apiKey"]).decode() == p.key, "uninstall lost the key"
     assert any(o.endswith("chorus_manifest.json") for o in p.registry_objects()), "uninstall lost the adapter"
     DONE.add("upgrade")
+
+
+def test_5_reinstall_adopts_the_tenant_then_the_documented_purge_removes_everything(platform: Platform):
+    """`helm install` again serves the kept tenant with its key and voice, training nothing; then the
+    purge that charts/chorus/README.md documents (tenants, then the release, then the CRDs) leaves
+    nothing: no tenant namespace, no adapter in the bucket, no CRD."""
+    need("upgrade")
+    p = platform
+    _adopt_crds(p)
+    values = write_values(p, "reinstall", install_values(p))
+    with Timed("helm install again -> the kept tenant served"):
+        p.helm("install", RELEASE, str(CHART), "-f", str(values), timeout=120)
+        p.wait_pods(OPERATOR_SELECTOR, timeout=180)
+        p.wait_pods(SERVING_SELECTOR, timeout=420)
+        spoken = p.wait(lambda: (r := p.speak(VOICE)).status_code == 200 and r, timeout=120,
+                        what=f"{VOICE} served again with the kept key")
+    assert spoken.content[:4] == b"RIFF"
+    p.assert_tenant_survived("after the reinstall")
+    time.sleep(15)  # an operator that wanted to retrain would have submitted a Job by now (it polls every 10 s)
+    listed = p.s3["client"].list_objects_v2(Bucket=BUCKET, Prefix=f"chorus/{TENANT}/{VOICE}/")
+    versions = sorted({o["Key"].split("/")[3] for o in listed.get("Contents", []) if o["Key"].count("/") >= 4})
+    assert versions == ["1"] and p.voice_status().get("version") == 1, f"retrained after reinstall: {versions}"
+    jobs = (p.get("jobs", "-n", TENANT_NS, "-l", f"chorus.dev/voice={VOICE}") or {}).get("items", [])
+    assert len(jobs) <= 1, f"a second training Job: {[j['metadata']['name'] for j in jobs]}"
+
+    with Timed("the documented purge"):
+        purge = p.kubectl("delete", "voicetenants", "--all", "--wait", "--timeout=180s", timeout=200)
+        assert purge.returncode == 0, purge.stderr
+        p.wait(lambda: p.get("namespace", TENANT_NS) is None, timeout=180, what="the tenant namespace deleted",
+               namespace=TENANT_NS)
+        p.helm("uninstall", RELEASE, "--wait", "--timeout", "3m", timeout=240)
+        for crd in ("voicetenants.chorus.dev", "clusterkopfpeerings.kopf.dev"):
+            assert p.kubectl("delete", "crd", crd, "--wait", timeout=120).returncode == 0
+    left = [o for prefix in (f"chorus/{TENANT}/", f"chorus/_jobs/{TENANT}/")
+            for o in p.s3["client"].list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]
+    assert left == [], f"the purge left the tenant's adapters in the bucket: {[o['Key'] for o in left]}"
+    records = p.kubectl("get", "configmaps", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=tenant-record", "-o",
+                        "name").stdout.split()
+    assert records == [], f"the purge left tenant records: {records}"
+    assert p.kubectl("get", "crd", "voicetenants.chorus.dev").returncode != 0
