@@ -20,7 +20,7 @@ Everything is deterministic: the only randomness is the base rendering's seeded 
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from chorus.adapters.targets import ShiftedTarget
 
 LPC_ORDER = 24
 """All-pole order at 22,050 Hz (the rule of thumb: sample rate in kHz + 2)."""
@@ -38,15 +38,8 @@ MAX_GAIN_DB = 40.0
 """Bound on the per-bin envelope ratio, so a formant moved into a spectral hole cannot blow up the noise floor."""
 
 
-class LpcTarget(BaseModel):
-    """A target voice made from the base voice by source-filter processing: LPC formant warp, PSOLA pitch, tempo."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str = Field(min_length=1, description="voice name, used as the folder name")
-    f0_factor: float = Field(gt=0.3, lt=3.0, description="multiply f0 by this")
-    formant_factor: float = Field(gt=0.5, lt=2.0, description="move the LPC envelope's formants by this factor")
-    tempo: float = Field(gt=0.3, lt=3.0, description="speaking rate factor (< 1 is slower)")
+class LpcTarget(ShiftedTarget):
+    """A shifted target made by source-filter processing: LPC formant warp, PSOLA pitch, tempo."""
 
 
 def _lpc_frames(frames: np.ndarray, order: int, sample_rate: int) -> np.ndarray:

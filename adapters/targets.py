@@ -69,15 +69,19 @@ DURATIONS_OUTPUT = "/Ceil_output_0"
 _CLAUSE = re.compile(r"([,.!?;:])")
 
 
-class WorldTarget(BaseModel):
-    """A target voice made from the base voice with WORLD: pitch, formant and tempo factors."""
+class ShiftedTarget(BaseModel):
+    """A target voice made from the base voice by moving its pitch, its formants and its tempo."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(min_length=1, description="voice name, used as the folder name")
     f0_factor: float = Field(gt=0.3, lt=3.0, description="multiply f0 by this")
-    formant_factor: float = Field(gt=0.5, lt=2.0, description="warp the spectral envelope's frequency axis by this")
+    formant_factor: float = Field(gt=0.5, lt=2.0, description="move the formants (the spectral envelope) by this")
     tempo: float = Field(gt=0.3, lt=3.0, description="speaking rate factor (< 1 is slower)")
+
+
+class WorldTarget(ShiftedTarget):
+    """A shifted target made with WORLD: pYIN f0 scaled, the spectral envelope's frequency axis warped."""
 
 
 class EspeakTarget(BaseModel):
