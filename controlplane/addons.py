@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from chorus.controlplane.binaries import require_binaries
-from chorus.controlplane.cluster import ControlPlane, ControlPlaneError, _Component, _die_with_parent
+from chorus.controlplane.cluster import ControlPlane, ControlPlaneError, _Component
 
 BUILD_SCRIPT = Path(__file__).with_name("build-addons.sh")
 METRICS_SERVER_VERSION = "v0.9.0"
@@ -81,13 +81,8 @@ class _HostProcess:
 
     def _spawn(self, binary: Path, args: list[str], env: dict[str, str] | None = None) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        log_path = self.workdir / f"{self.name}.log"
-        log_file = log_path.open("ab")
-        process = subprocess.Popen(
-            [str(binary), *args], stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-            cwd=self.workdir, start_new_session=True, preexec_fn=_die_with_parent, env=env,
-        )
-        self.component = _Component(self.name, process, log_path, log_file)
+        self.component = _Component.spawn(self.name, [str(binary), *args], self.workdir / f"{self.name}.log",
+                                          self.workdir, env=env)
 
     def tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """The last lines of the add-on's log."""

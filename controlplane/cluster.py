@@ -65,6 +65,17 @@ class _Component:
     log_path: Path
     log_file: IO[bytes]
 
+    @classmethod
+    def spawn(cls, name: str, argv: list[str], log_path: Path, cwd: Path, *, die_with_parent: bool = True,
+              env: dict[str, str] | None = None) -> _Component:
+        """Start `argv` in its own session, output appended to `log_path`, killed with this process if asked."""
+        log_file = log_path.open("ab")
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, cwd=cwd,
+            start_new_session=True, preexec_fn=_die_with_parent if die_with_parent else None, env=env,
+        )
+        return cls(name, process, log_path, log_file)
+
     def tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """The last lines of this component's log."""
         try:
@@ -248,15 +259,9 @@ class ControlPlane:
 
     def _spawn(self, name: str, args: list[str]) -> None:
         assert self.workdir
-        log_path = self.workdir / f"{name}.log"
-        log_file = log_path.open("ab")
-        process = subprocess.Popen(
-            [str(self.binaries[name]), *args],
-            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-            cwd=self.workdir, start_new_session=True,
-            preexec_fn=_die_with_parent if self.config.die_with_parent else None,
-        )
-        self._components.append(_Component(name, process, log_path, log_file))
+        self._components.append(_Component.spawn(name, [str(self.binaries[name]), *args],
+                                                 self.workdir / f"{name}.log", self.workdir,
+                                                 die_with_parent=self.config.die_with_parent))
 
     def _wait(self, name: str, path: str, deadline: float, verbose_path: str | None = None) -> None:
         last = "(no answer yet)"

@@ -39,7 +39,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from chorus.controlplane.binaries import require_binaries
-from chorus.controlplane.cluster import SERVICE_CLUSTER_IP_RANGE, ControlPlane, _Component, _die_with_parent
+from chorus.controlplane.cluster import SERVICE_CLUSTER_IP_RANGE, ControlPlane, _Component
 from chorus.controlplane.localimages import pause_archive
 from chorus.controlplane.oci import import_image
 
@@ -783,14 +783,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     def _spawn(self, name: str, args: list[str], binary: str | None = None) -> None:
         w = self.workdir
         assert w
-        log_path = w / "logs" / f"{name}.log"
-        log_file = log_path.open("ab")
-        process = subprocess.Popen(
-            [binary or str(self.binaries[name]), *args],
-            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, cwd=w,
-            start_new_session=True, preexec_fn=_die_with_parent,
-        )
-        self._components.append(_Component(name, process, log_path, log_file))
+        self._components.append(_Component.spawn(name, [binary or str(self.binaries[name]), *args],
+                                                 w / "logs" / f"{name}.log", w))
 
     def _check_alive(self, *names: str) -> None:
         for c in self._components:
