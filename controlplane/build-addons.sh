@@ -11,22 +11,14 @@
 # CHORUS_CACHE, GOCACHE, GOMODCACHE, CONTROLPLANE_GO_PARALLEL (go build -p).
 set -euo pipefail
 
-K8S_VERSION=${K8S_VERSION:-v1.36.3}
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+LOG_NAME=build-addons
+source "$HERE/build-common.sh"
 # metrics-server 0.9.0 builds against k8s.io/* v0.36: it shares most of the Go build cache with
 # the API server. KubeRay 1.5.0 is the newest ray-operator the module proxy lists.
 METRICS_SERVER_VERSION=${METRICS_SERVER_VERSION:-v0.9.0}
 KUBERAY_VERSION=${KUBERAY_VERSION:-v1.5.0}
-CACHE=${CHORUS_CACHE:-$HOME/.cache/chorus}
-ROOT="$CACHE/controlplane/$K8S_VERSION"
-BIN="$ROOT/bin"
-
-export CGO_ENABLED=0 GOFLAGS="-buildvcs=false"
-export GOCACHE=${GOCACHE:-$CACHE/go/build}
-export GOMODCACHE=${GOMODCACHE:-$CACHE/go/mod}
-PARALLEL=${CONTROLPLANE_GO_PARALLEL:-2}
-
-log() { printf '[controlplane/build-addons +%ss] %s\n' "$SECONDS" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+export GOFLAGS="-buildvcs=false"
 
 MS_MOD=sigs.k8s.io/metrics-server
 KR_MOD=github.com/ray-project/kuberay/ray-operator

@@ -9,22 +9,13 @@
 # CHORUS_CACHE, GOCACHE, GOMODCACHE, CONTROLPLANE_GO_PARALLEL (go build -p).
 set -euo pipefail
 
-K8S_VERSION=${K8S_VERSION:-v1.36.3}
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+LOG_NAME=build
+source "$HERE/build-common.sh"
 # helm 3.21 is built against client-go v0.36, the same minor as the API server.
 HELM_VERSION=${HELM_VERSION:-v3.21.4}
-CACHE=${CHORUS_CACHE:-$HOME/.cache/chorus}
-ROOT="$CACHE/controlplane/$K8S_VERSION"
-BIN="$ROOT/bin"
 SRC="$ROOT/src"
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-
-export CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false"
-export GOCACHE=${GOCACHE:-$CACHE/go/build}
-export GOMODCACHE=${GOMODCACHE:-$CACHE/go/mod}
-PARALLEL=${CONTROLPLANE_GO_PARALLEL:-2}
-
-log() { printf '[controlplane/build +%ss] %s\n' "$SECONDS" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+export GOFLAGS="-mod=mod -buildvcs=false"
 
 command -v go >/dev/null || die "no 'go' on PATH: install Go >= 1.25 (https://go.dev/dl/)"
 mkdir -p "$BIN" "$SRC"
