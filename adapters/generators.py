@@ -92,7 +92,7 @@ def lpc_formant_warp(audio: np.ndarray, sample_rate: int, factor: float, order: 
 
 def lpc_transform(audio: np.ndarray, sample_rate: int, target: LpcTarget) -> np.ndarray:
     """The base rendering in the target voice: tempo by resampling, LPC formant warp, TD-PSOLA pitch."""
-    from chorus.adapters.pitch import median_f0, pyin_f0, resample
+    from chorus.adapters.pitch import median_f0, octave_folded_median, pyin_f0, resample
     from chorus.adapters.psola import psola_shift
 
     t = target.tempo
@@ -106,7 +106,7 @@ def lpc_transform(audio: np.ndarray, sample_rate: int, target: LpcTarget) -> np.
     # pYIN finds fewer voiced frames in lowered speech, and the median of those it finds can sit a few %
     # off the asked one: one corrective pass, so the target's median f0 is what was asked as the bench
     # measures it (pYIN, chorus.adapters.pitch.median_f0).
-    asked = float(np.nanmedian(f0)) * factor if np.isfinite(f0).any() else float("nan")
+    asked = octave_folded_median(f0) * factor
     got = median_f0([out], sample_rate)
     if np.isfinite(asked) and np.isfinite(got) and abs(np.log(got / asked)) > CALIBRATE_TOLERANCE:
         out = psola_shift(y, sample_rate, factor * asked / got, f0=f0, min_weight=1.0)
