@@ -251,3 +251,47 @@ def real_node(control_plane: ControlPlane):
         pytest.fail(str(exc), pytrace=False)
     with node:
         yield node
+
+
+# ---------------------------------------------------------------------------------------------
+# The Helm chart (charts/chorus) across releases, for tests/integration/test_chart.py on the
+# control plane and tests/e2e/test_chart_on_node.py on the real node.
+# ---------------------------------------------------------------------------------------------
+
+CHART = Path(__file__).resolve().parents[1] / "charts" / "chorus"
+CHART_CRDS = ("voicetenants.chorus.dev", "clusterkopfpeerings.kopf.dev")
+NEW_CRD_FIELD = "accent"  # what next_chart adds to VoiceTenant's spec
+
+
+@pytest.fixture(scope="session")
+def next_chart(tmp_path_factory) -> Path:
+    """A copy of charts/chorus as its next version: the VoiceTenant CRD gains a string field
+    spec.`NEW_CRD_FIELD`, which `helm upgrade` must deliver to an existing install (crds/ never would)."""
+    import shutil
+
+    import yaml
+
+    chart = tmp_path_factory.mktemp("next-chart") / "chorus"
+    shutil.copytree(CHART, chart, symlinks=False)
+    source = chart / "files" / "crds" / "voicetenants.chorus.dev.yaml"
+    doc = yaml.safe_load(source.read_text())
+    spec = doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    spec[NEW_CRD_FIELD] = {"type": "string", "description": "A field added by the next chart version."}
+    source.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return chart
+
+
+def adopt_crds(kubectl: Kubectl, release: str, namespace: str) -> None:
+    """Mark the chart's CRDs, where they exist (made by another test or release), as `release`'s, so that
+    `helm install` takes them over (charts/chorus/README.md, "Upgrades")."""
+    for crd in CHART_CRDS:
+        if kubectl("get", "crd", crd).returncode == 0:
+            kubectl("annotate", "--overwrite", "crd", crd, f"meta.helm.sh/release-name={release}",
+                    f"meta.helm.sh/release-namespace={namespace}", check=True)
+            kubectl("label", "--overwrite", "crd", crd, "app.kubernetes.io/managed-by=Helm", check=True)
+
+
+@pytest.fixture(scope="session")
+def adopt_chart_crds() -> Callable[[Kubectl, str, str], None]:
+    """adopt_chart_crds(kubectl, release, namespace): see adopt_crds."""
+    return adopt_crds

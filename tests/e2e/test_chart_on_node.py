@@ -36,7 +36,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -326,19 +325,6 @@ def write_values(p: Platform, name: str, values: dict) -> Path:
     return path
 
 
-def chart_with_new_crd_field(p: Platform) -> Path:
-    """The next chart version: its CRD has a new spec field `accent` (as test_chart.py makes it)."""
-    chart = p.workdir / "chorus-next"
-    shutil.rmtree(chart, ignore_errors=True)
-    shutil.copytree(CHART, chart, symlinks=False)
-    source = chart / "files" / "crds" / "voicetenants.chorus.dev.yaml"
-    doc = yaml.safe_load(source.read_text())
-    props = doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
-    props["accent"] = {"type": "string", "description": "A field added by the next chart version."}
-    source.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return chart
-
-
 def crd_has_accent(p: Platform) -> bool:
     crd = p.get("crd", "voicetenants.chorus.dev")
     return "accent" in crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
@@ -389,16 +375,7 @@ class RequestLoop(threading.Thread):
 
 # ---- the steps -------------------------------------------------------------------------------------
 
-def _adopt_crds(p: Platform) -> None:
-    """CRDs left by an earlier release or `kubectl apply` become this release's (charts/chorus/README.md)."""
-    for crd in ("voicetenants.chorus.dev", "clusterkopfpeerings.kopf.dev"):
-        if p.kubectl("get", "crd", crd).returncode == 0:
-            p.kubectl("annotate", "--overwrite", "crd", crd, f"meta.helm.sh/release-name={RELEASE}",
-                      f"meta.helm.sh/release-namespace={NAMESPACE}", check=True)
-            p.kubectl("label", "--overwrite", "crd", crd, "app.kubernetes.io/managed-by=Helm", check=True)
-
-
-def test_1_install_every_pod_ready_from_the_local_images(platform: Platform, s3):
+def test_1_install_every_pod_ready_from_the_local_images(platform: Platform, s3, adopt_chart_crds):
     p = platform
     with Timed("load images into containerd"):
         for role in ("serve", "operator", "train"):
@@ -406,7 +383,7 @@ def test_1_install_every_pod_ready_from_the_local_images(platform: Platform, s3)
     p.kubectl("create", "namespace", NAMESPACE)
     p.kubectl("-n", NAMESPACE, "create", "secret", "generic", "chorus-s3", f"--from-literal=AWS_ACCESS_KEY_ID={ACCESS_KEY}",
               f"--from-literal=AWS_SECRET_ACCESS_KEY={SECRET_KEY}", check=True)
-    _adopt_crds(p)
+    adopt_chart_crds(p.kubectl, RELEASE, NAMESPACE)
     values = write_values(p, "install", install_values(p))
     with Timed("helm install -> every pod Ready"):
         installed = p.helm("install", RELEASE, str(CHART), "-f", str(values), timeout=120)
@@ -526,7 +503,8 @@ def test_3_tenant_trains_on_a_kubernetes_job_and_speaks(platform: Platform, samp
     DONE.add("tenant")
 
 
-def test_4_upgrade_and_rollback_under_load_lose_nothing_and_uninstall_keeps_tenants(platform: Platform):
+def test_4_upgrade_and_rollback_under_load_lose_nothing_and_uninstall_keeps_tenants(platform: Platform,
+                                                                                      next_chart: Path):
     need("install", "tenant")
     p = platform
     changed = install_values(p)
@@ -534,7 +512,6 @@ def test_4_upgrade_and_rollback_under_load_lose_nothing_and_uninstall_keeps_tena
     changed["serving"]["app"]["voiceCacheMb"] = 128  # in the pod template: the serving pods roll
     changed["operator"]["logLevel"] = "DEBUG"
     upgrade_values = write_values(p, "upgrade", changed)
-    next_chart = chart_with_new_crd_field(p)
     serving_before = {pod["metadata"]["name"] for pod in p.node._pods(NAMESPACE, SERVING_SELECTOR)}
     assert not accent_accepted(p), "the CRD knows `accent` before the upgrade"
 
@@ -596,13 +573,14 @@ def test_4_upgrade_and_rollback_under_load_lose_nothing_and_uninstall_keeps_tena
     DONE.add("upgrade")
 
 
-def test_5_reinstall_adopts_the_tenant_then_the_documented_purge_removes_everything(platform: Platform):
+def test_5_reinstall_adopts_the_tenant_then_the_documented_purge_removes_everything(platform: Platform,
+                                                                                   adopt_chart_crds):
     """`helm install` again serves the kept tenant with its key and voice, training nothing; then the
     purge that charts/chorus/README.md documents (tenants, then the release, then the CRDs) leaves
     nothing: no tenant namespace, no adapter in the bucket, no CRD."""
     need("upgrade")
     p = platform
-    _adopt_crds(p)
+    adopt_chart_crds(p.kubectl, RELEASE, NAMESPACE)
     values = write_values(p, "reinstall", install_values(p))
     with Timed("helm install again -> the kept tenant served"):
         p.helm("install", RELEASE, str(CHART), "-f", str(values), timeout=120)

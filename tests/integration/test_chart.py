@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -549,15 +548,8 @@ def test_helm_test_uses_a_throwaway_tenant_or_a_given_secret(helm):
 
 # ---- on the test control plane: install, upgrade (a new CRD field), rollback, uninstall ---------
 
-def _adopt(kubectl, kind: str, name: str) -> None:
-    """Mark an object made outside helm (e.g. CRDs another test applied) as this release's."""
-    if kubectl("get", kind, name).returncode == 0:
-        kubectl("annotate", "--overwrite", kind, name, f"meta.helm.sh/release-name={RELEASE}",
-                f"meta.helm.sh/release-namespace={NAMESPACE}", check=True)
-        kubectl("label", "--overwrite", kind, name, "app.kubernetes.io/managed-by=Helm", check=True)
-
-
-def test_install_upgrade_rollback_uninstall_on_the_control_plane(control_plane, kubectl, tmp_path, helm):
+def test_install_upgrade_rollback_uninstall_on_the_control_plane(control_plane, kubectl, helm, next_chart,
+                                                               adopt_chart_crds):
     env = control_plane.env()
 
     def run(*args):
@@ -569,8 +561,7 @@ def test_install_upgrade_rollback_uninstall_on_the_control_plane(control_plane, 
         crd = json.loads(kubectl("get", "crd", "voicetenants.chorus.dev", "-o", "json", check=True).stdout)
         return crd, crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
 
-    for crd in ("voicetenants.chorus.dev", "clusterkopfpeerings.kopf.dev"):
-        _adopt(kubectl, "crd", crd)
+    adopt_chart_crds(kubectl, RELEASE, NAMESPACE)
     kubectl("create", "namespace", NAMESPACE)
     dry = _run(helm, "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=server", env=env)
     assert dry.returncode == 0, dry.stderr
@@ -587,14 +578,7 @@ def test_install_upgrade_rollback_uninstall_on_the_control_plane(control_plane, 
         kubectl("apply", "-f", "-", input=json.dumps(tenant), check=True)
 
         # The next release of the chart adds a CRD field: `helm upgrade` must apply it (crds/ never would).
-        chart = tmp_path / "chorus"
-        shutil.copytree(CHART, chart, symlinks=False)
-        source = chart / "files" / "crds" / "voicetenants.chorus.dev.yaml"
-        doc = yaml.safe_load(source.read_text())
-        spec_props = doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
-        spec_props["accent"] = {"type": "string", "description": "A field added by the next chart version."}
-        source.write_text(yaml.safe_dump(doc, sort_keys=False))
-        run("upgrade", RELEASE, str(chart), "--set", "operator.logLevel=DEBUG", "--set", "serving.autoscaling.maxReplicas=6")
+        run("upgrade", RELEASE, str(next_chart), "--set", "operator.logLevel=DEBUG", "--set", "serving.autoscaling.maxReplicas=6")
         assert "accent" in crd_fields()[1], "helm upgrade did not upgrade the CRD"
         hpa = json.loads(kubectl("-n", NAMESPACE, "get", "hpa", "rel-chorus-serving", "-o", "json", check=True).stdout)
         assert hpa["spec"]["maxReplicas"] == 6
