@@ -264,6 +264,17 @@ NEW_CRD_FIELD = "accent"  # what next_chart adds to VoiceTenant's spec
 
 
 @pytest.fixture(scope="session")
+def helm() -> Path:
+    """The helm CLI that controlplane/build.sh builds."""
+    from chorus.controlplane.binaries import default_bin_dir, require_binaries
+
+    try:
+        return require_binaries(default_bin_dir(), ("helm",))["helm"]
+    except BinariesNotFound as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
 def next_chart(tmp_path_factory) -> Path:
     """A copy of charts/chorus as its next version: the VoiceTenant CRD gains a string field
     spec.`NEW_CRD_FIELD`, which `helm upgrade` must deliver to an existing install (crds/ never would)."""

@@ -47,7 +47,6 @@ import httpx
 import pytest
 import yaml
 
-from chorus.controlplane.binaries import BinariesNotFound, default_bin_dir, require_binaries
 from chorus.controlplane.node import NODE_IP, Node, NodeError
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
@@ -98,14 +97,6 @@ def need(*steps: str) -> None:
 
 
 # ---- fixtures ------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def helm_bin() -> Path:
-    try:
-        return require_binaries(default_bin_dir(), ("helm",))["helm"]
-    except BinariesNotFound as exc:
-        pytest.fail(str(exc), pytrace=False)
-
 
 def _newest_archive(role: str) -> tuple[Path, str] | None:
     from chorus.images.build import images_dir
@@ -268,8 +259,8 @@ class Platform:
 
 
 @pytest.fixture(scope="module")
-def platform(real_node: Node, helm_bin, s3, images, tmp_path_factory, request) -> Iterator[Platform]:
-    p = Platform(real_node, helm_bin, s3, images, tmp_path_factory.mktemp("chart"))
+def platform(real_node: Node, helm, s3, images, tmp_path_factory, request) -> Iterator[Platform]:
+    p = Platform(real_node, helm, s3, images, tmp_path_factory.mktemp("chart"))
     try:
         yield p
     finally:

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chorus.controlplane.binaries import BinariesNotFound, default_bin_dir, require_binaries
 
 pytestmark = pytest.mark.integration
 
@@ -28,15 +27,6 @@ OPERATOR_README = ROOT / "operator" / "README.md"
 OPERATOR_CRDS = ROOT / "operator" / "crds"
 NAMESPACE = "chorus-system"
 RELEASE = "rel"
-
-
-@pytest.fixture(scope="module")
-def helm() -> Path:
-    """The helm CLI that controlplane/build.sh builds."""
-    try:
-        return require_binaries(default_bin_dir(), ("helm",))["helm"]
-    except BinariesNotFound as exc:
-        pytest.fail(str(exc), pytrace=False)
 
 
 def _run(helm: Path, *args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
