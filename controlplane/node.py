@@ -559,7 +559,7 @@ class Node:
         last = "no pods yet"
         while True:
             pods = self._pods(namespace, selector)
-            ready = [p for p in pods if _pod_ready(p)]
+            ready = [p for p in pods if pod_ready(p)]
             if len(pods) >= count and len(ready) == len(pods):
                 return pods
             last = f"{len(ready)}/{len(pods)} pods Ready (want >= {count})"
@@ -833,7 +833,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         r = self.cp.kubectl(*args, "-o", "json", timeout=20)
         items = json.loads(r.stdout).get("items", []) if r.returncode == 0 else []
         return [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in items
-                if not _pod_ready(p) and p.get("status", {}).get("phase") != "Succeeded"]
+                if not pod_ready(p) and p.get("status", {}).get("phase") != "Succeeded"]
 
     def _fatal(self, namespace: str, pods: list[dict]) -> str:
         """A reason waiting longer will not help, or ''."""
@@ -858,9 +858,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         return ""
 
 
-def _pod_ready(pod: dict) -> bool:
+def pod_ready(pod: dict) -> bool:
+    """Whether a pod (as the API returns it) has condition Ready=True."""
     return any(c.get("type") == "Ready" and c.get("status") == "True"
                for c in pod.get("status", {}).get("conditions", []))
 
 
-__all__ = ["NODE_IP", "NODE_NAME", "Node", "NodeConfig", "NodeError", "cleanup_host", "leftovers", "node_processes"]
+__all__ = ["NODE_IP", "NODE_NAME", "Node", "NodeConfig", "NodeError", "cleanup_host", "leftovers", "node_processes",
+           "pod_ready"]

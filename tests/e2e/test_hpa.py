@@ -149,7 +149,8 @@ def test_bounded_load_scales_the_serving_deployment_out_and_back_in(serve_archiv
     times: dict[str, float] = {"metrics-server build/check": metrics_server.build_s,
                                "metrics available (start to node metrics)": metrics_server.startup_s}
     key = "sk-hpa-" + secrets.token_hex(16)
-    cp.kubectl("apply", "-f", "-", input=json.dumps(tenant_record(namespace, TENANT, key, rpm=100000, max_concurrent=16)), check=True)
+    record = tenant_record(namespace, TENANT, key, rpm=100000, max_concurrent=16)
+    cp.kubectl("apply", "-f", "-", input=json.dumps(record), check=True)
     values = _values(serve_image)
     args = [a for k, v in values.items() for a in ("--set-json", f"{k}={json.dumps(v)}")]
     started = time.monotonic()

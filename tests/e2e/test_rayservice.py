@@ -30,6 +30,7 @@ import yaml
 
 from chorus.controlplane.addons import AddonError, KubeRayOperator, ensure_addons
 from chorus.controlplane.binaries import BinariesNotFound
+from chorus.controlplane.node import pod_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
@@ -71,10 +72,6 @@ def _values(image_ref: str) -> dict:
 def _get(cp, *args: str) -> dict:
     r = cp.kubectl("get", *args, "-o", "json", timeout=20)
     return json.loads(r.stdout) if r.returncode == 0 else {}
-
-
-def _pod_ready(pod: dict) -> bool:
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions", []))
 
 
 def _pod_memory_mb(uid: str) -> int | None:
@@ -178,7 +175,7 @@ def test_kuberay_reconciles_the_charts_rayservice_into_a_running_ray_cluster(ser
     init = [(c["name"], next(iter(c.get("state", {})), "?")) for c in worker["status"].get("initContainerStatuses", [])]
     logs = cp.kubectl("logs", "-n", namespace, wname, "--all-containers", "--tail=2").stdout
     _say(f"worker {wname}: phase {worker['status'].get('phase')}, init containers {init}; log tail:\n{logs}")
-    assert not _pod_ready(worker)
+    assert not pod_ready(worker)
 
     # Stand-in for cluster DNS (the test node's gap, not the chart's): a hostAliases entry naming the
     # head's address, patched onto the RayCluster's worker template (KubeRay compares the RayService
@@ -216,7 +213,8 @@ def test_kuberay_reconciles_the_charts_rayservice_into_a_running_ray_cluster(ser
 
     # Synthesis through KubeRay's serve Service, with a tenant record written by hand (no operator).
     key = "sk-ray-" + secrets.token_hex(16)
-    cp.kubectl("apply", "-f", "-", input=json.dumps(tenant_record(namespace, "raytest", key, rpm=600, max_concurrent=4)), check=True)
+    record = tenant_record(namespace, "raytest", key, rpm=600, max_concurrent=4)
+    cp.kubectl("apply", "-f", "-", input=json.dumps(record), check=True)
     service = _wait("the Service <rayservice>-serve-svc",
                     lambda: _get(cp, "service", "-n", namespace, f"{name}-serve-svc"), 120, diagnose)
     url = f"http://{service['spec']['clusterIP']}:8000/v1/audio/speech"
