@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from chorus.controlplane.binaries import require_binaries
-from chorus.controlplane.cluster import ControlPlane, ControlPlaneError, _Component
+from chorus.controlplane.cluster import ControlPlane, ControlPlaneError, _Component, wait_crds_established
 
 BUILD_SCRIPT = Path(__file__).with_name("build-addons.sh")
 METRICS_SERVER_VERSION = "v0.9.0"
@@ -254,22 +254,10 @@ class KubeRayOperator(_HostProcess):
         if r.returncode != 0:
             raise AddonError(f"applying KubeRay's CRDs failed: {r.stderr.strip()}")
         names = [f"{f.name.removeprefix('ray.io_').removesuffix('.yaml')}.ray.io" for f in files]
-        # Polled here: `kubectl wait --for=condition=Established` errors out while a new CRD has no
-        # status.conditions yet instead of waiting.
-        deadline = time.monotonic() + 60
-        pending = list(names)
-        while pending:
-            r = self.cp.kubectl("get", "crd", *pending, "-o", "json", timeout=30)
-            doc = json.loads(r.stdout) if r.returncode == 0 else {}
-            items = doc.get("items", [doc] if doc.get("kind") == "CustomResourceDefinition" else [])
-            done = {i["metadata"]["name"] for i in items
-                    if any(c["type"] == "Established" and c["status"] == "True"
-                           for c in (i.get("status") or {}).get("conditions") or [])}
-            pending = [n for n in pending if n not in done]
-            if pending and time.monotonic() > deadline:
-                raise AddonError(f"KubeRay's CRDs not Established after 60s: {', '.join(pending)} {r.stderr.strip()}")
-            if pending:
-                time.sleep(0.5)
+        try:
+            wait_crds_established(self.cp.kubectl, names)
+        except ControlPlaneError as exc:
+            raise AddonError(f"KubeRay's {exc}") from None
         self.crds_s = time.monotonic() - started
         return names
 

@@ -400,4 +400,28 @@ class ControlPlane:
         return yaml.safe_dump(config, sort_keys=False)
 
 
-__all__ = ["K8S_VERSION", "ControlPlane", "ControlPlaneConfig", "ControlPlaneError"]
+def wait_crds_established(kubectl, names: list[str], timeout: float = 60.0) -> None:
+    """Poll until every named CRD has condition Established=True; ControlPlaneError naming the rest at `timeout`.
+
+    `kubectl` is ControlPlane.kubectl or the like (args -> CompletedProcess). Polled, because `kubectl
+    wait --for=condition=Established` errors out instead of waiting while a new CRD has no
+    status.conditions yet.
+    """
+    deadline = time.monotonic() + timeout
+    pending = list(names)
+    while pending:
+        r = kubectl("get", "crd", *pending, "-o", "json", timeout=30)
+        doc = json.loads(r.stdout) if r.returncode == 0 else {}
+        items = doc.get("items", [doc] if doc.get("kind") == "CustomResourceDefinition" else [])
+        done = {i["metadata"]["name"] for i in items
+                if any(c["type"] == "Established" and c["status"] == "True"
+                       for c in (i.get("status") or {}).get("conditions") or [])}
+        pending = [n for n in pending if n not in done]
+        if pending and time.monotonic() > deadline:
+            raise ControlPlaneError(f"CRDs not Established after {timeout:.0f}s: {', '.join(pending)} "
+                                    f"{r.stderr.strip()}")
+        if pending:
+            time.sleep(0.5)
+
+
+__all__ = ["K8S_VERSION", "ControlPlane", "ControlPlaneConfig", "ControlPlaneError", "wait_crds_established"]

@@ -79,5 +79,6 @@ def install_crds(kubectl: Kubectl) -> None:
         result = kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
         if result.returncode != 0:
             raise AssertionError(f"installing {path.name} failed: {result.stderr.strip()}")
-    for name in ("voicetenants.chorus.dev", "clusterkopfpeerings.kopf.dev"):
-        kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s", check=True)
+    from chorus.controlplane.cluster import wait_crds_established
+
+    wait_crds_established(kubectl, ["voicetenants.chorus.dev", "clusterkopfpeerings.kopf.dev"])

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from chorus.controlplane.cluster import wait_crds_established
 
 pytestmark = pytest.mark.integration
 
@@ -559,7 +560,7 @@ def test_install_upgrade_rollback_uninstall_on_the_control_plane(control_plane, 
     assert dry.stdout.rstrip().endswith("base64 -d"), "NOTES.txt must end with the next command"
     try:
         run("install", RELEASE, str(CHART))
-        kubectl("wait", "--for=condition=Established", "crd/voicetenants.chorus.dev", "--timeout=60s", check=True)
+        wait_crds_established(kubectl, ["voicetenants.chorus.dev"])
         crd, fields = crd_fields()
         assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
         assert "accent" not in fields
