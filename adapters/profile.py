@@ -385,6 +385,120 @@ class _Psola:
             del self.marks[:cut], self.widths[:cut]
 
 
+WSOLA_WINDOW = 512
+"""WSOLA grain length (samples, ~23 ms at 22,050 Hz; grains overlap by half)."""
+
+WSOLA_TOLERANCE = 256
+"""How far (samples, ±) a grain may move from its nominal input position to continue the previous grain's
+waveform: more than one period of the base voice's lowest pitch (F0_MIN)."""
+
+WSOLA_DECIMATION = 4
+"""The similarity search runs on box-decimated audio, then refines at full rate within ± this many samples."""
+
+
+class _Wsola:
+    """Streaming WSOLA time stretch (output seconds per input second = `stretch`), pitch and formants kept.
+
+    Output grains of `WSOLA_WINDOW` samples, half overlapping with a periodic Hann window (they sum to 1); grain
+    k is read near input sample k * hop / stretch, moved within ± `WSOLA_TOLERANCE` to where it best
+    continues the previous grain's waveform (cross-correlation, coarse on decimated audio, refined at full rate).
+    Measured on base-voice speech (12 sentences): stretching by 1.2 and 1.5 left DNSMOS where it was, where TD-PSOLA
+    stretching lost 0.15-0.17 (bench/results/profile-cost.md).
+    """
+
+    def __init__(self, sample_rate: int, stretch: float):
+        self.sr, self.stretch = sample_rate, float(stretch)
+        self.win = max(16, int(round(WSOLA_WINDOW * sample_rate / 22050 / 4)) * 4)
+        self.hop = self.win // 2
+        self.tol = int(round(WSOLA_TOLERANCE * sample_rate / 22050))
+        self.window = np.hanning(self.win + 1)[:-1]
+        self.k = -1  # next grain; grain -1 reads the zeros before the input, so the window sum is 1 from sample 0
+        self.prev: int | None = None  # input start of the grain before
+        self.x = np.zeros(0)
+        self.x0 = 0  # absolute input index of x[0] (a multiple of WSOLA_DECIMATION)
+        self.xd = np.zeros(0)  # x decimated: sums of WSOLA_DECIMATION samples from x0
+        self.n_in = 0
+        self.out = np.zeros(0)
+        self.o0 = 0  # absolute output index of out[0]
+
+    def lookahead(self) -> int:
+        """Upper bound on the input samples held back."""
+        return self.tol + self.win + self.hop
+
+    def _read(self, start: int, length: int) -> np.ndarray:
+        """Input [start, start + length), zeros outside what exists."""
+        lo, hi = max(start, self.x0), min(start + length, self.x0 + len(self.x))
+        if lo <= start and hi >= start + length:
+            return self.x[start - self.x0:start - self.x0 + length]
+        seg = np.zeros(length)
+        if hi > lo:
+            seg[lo - start:hi - start] = self.x[lo - self.x0:hi - self.x0]
+        return seg
+
+    def _read_coarse(self, start: int, length: int) -> np.ndarray:
+        """Decimated input (sums of WSOLA_DECIMATION samples) for blocks [start, start + length), zeros outside."""
+        b0 = self.x0 // WSOLA_DECIMATION
+        lo, hi = max(start, b0), min(start + length, b0 + len(self.xd))
+        seg = np.zeros(length)
+        if hi > lo:
+            seg[lo - start:hi - start] = self.xd[lo - b0:hi - b0]
+        return seg
+
+    def _place(self, nominal: int) -> int:
+        """Input start for a grain near `nominal`: where it best continues the previous grain."""
+        if self.prev is None:
+            return nominal
+        tol, win, d = self.tol, self.win, WSOLA_DECIMATION
+        cont = self.prev + self.hop  # where the previous grain's waveform would continue
+        tb = -(-cont // d)  # the first whole block at or after cont
+        target = self._read_coarse(tb, win // d)
+        if float(target @ target) < SILENT_RMS ** 2 * win * d * d:
+            return nominal  # nothing to line up with
+        first = -(-(nominal - tol) // d)  # coarse candidates: whole blocks within the tolerance
+        cc = np.correlate(self._read_coarse(first, (nominal + tol) // d - first + win // d), target, "valid")
+        coarse = (first + int(cc.argmax())) * d - (tb * d - cont)  # the grain start that block match implies
+        lo, hi = max(nominal - tol, coarse - d - 2), min(nominal + tol, coarse + d + 2)
+        if hi < lo:
+            return nominal
+        fine = np.correlate(self._read(lo, hi - lo + win), self._read(cont, win), "valid")
+        return lo + int(fine.argmax())
+
+    def push(self, x: np.ndarray, final: bool) -> np.ndarray:
+        """Add input; the output samples no later grain can change."""
+        self.x = np.concatenate([self.x, x]) if len(self.x) else np.asarray(x, dtype=np.float64).copy()
+        self.n_in += len(x)
+        d = WSOLA_DECIMATION
+        self.xd = self.x[:len(self.x) // d * d].reshape(-1, d).sum(axis=1)  # x0 stays a multiple of d
+        n_out = int(round(self.n_in * self.stretch))
+        hop, win, tol = self.hop, self.win, self.tol
+        room = n_out + win - self.o0  # every grain this call can add ends before this
+        if room > len(self.out):
+            self.out = np.concatenate([self.out, np.zeros(room - len(self.out))])
+        while self.k * hop < n_out:
+            nominal = int(round(self.k * hop / self.stretch))
+            need = max(nominal + tol + win, (self.prev or 0) + hop + win)
+            if need > self.n_in and not final:
+                break
+            start = self._place(nominal)
+            dest = self.k * hop
+            end = dest + win - self.o0
+            skip = max(0, self.o0 - dest)
+            self.out[dest + skip - self.o0:end] += (self._read(start, win) * self.window)[skip:]
+            self.prev, self.k = start, self.k + 1
+        done_to = n_out if final else min(n_out, self.k * hop)
+        count = max(0, done_to - self.o0)
+        if count > len(self.out):
+            self.out = np.concatenate([self.out, np.zeros(count - len(self.out))])
+        done, self.out = self.out[:count], self.out[count:]
+        self.o0 += count
+        keep = min(self.prev if self.prev is not None else 0, int(self.k * hop / self.stretch) - tol) - hop
+        keep -= keep % WSOLA_DECIMATION
+        if keep - self.x0 > self.sr:  # amortised: cut once a second is behind
+            self.x = self.x[keep - self.x0:]
+            self.x0 = keep
+        return done
+
+
 class _Resample:
     """soxr's streaming resampler: play the audio `factor` times faster (pitch and formants x factor)."""
 
@@ -424,10 +538,19 @@ class ProfileStream:
         self.stages: list = []
         if abs(psola - 1.0) >= PASSTHROUGH:
             self.stages.append(_Psola(self.sample_rate, psola))
+        raised = rho >= 1.0 + PASSTHROUGH
+        if raised:  # stretch by rho first, so the model renders 1/rho as many frames: base-voice cost
+            self.stages.append(_Wsola(self.sample_rate, rho))
         if abs(rho - 1.0) >= PASSTHROUGH:
             self.stages.append(_Resample(self.sample_rate, rho))
-        self.time_scale = 1.0 / rho if abs(rho - 1.0) >= PASSTHROUGH else 1.0
-        """Output seconds per input second (1/r for 'resample', 1/resample_factor for 'split', else 1)."""
+        self.model_length = 1.0 / rho if raised else 1.0
+        """Factor on the profile's length_scale for the engine audio this stream takes: resampling up by rho
+        (resample / split paths) shortens the audio by rho, which the profile's length_scale was fitted to
+        make up for. For rho > 1 that would cost rho times the base voice's model time per output second, so
+        the engine renders at length_scale / rho and WSOLA stretches its output by rho before the resampling."""
+        self.time_scale = 1.0 / rho if abs(rho - 1.0) >= PASSTHROUGH and not raised else 1.0
+        """Output seconds per input second (1/r for lowered 'resample' voices, 1/resample_factor for lowered
+        'split' voices, else 1)."""
         self.samples_in = 0
         self.samples_out = 0
         self.finished = False
@@ -452,7 +575,9 @@ class ProfileStream:
 
 
 def apply_profile_fast(audio: np.ndarray, sample_rate: int, profile: VoiceProfile) -> np.ndarray:
-    """Whole-signal pitch path (one ProfileStream, final=True); 'world' falls back to pitch.world_pitch_shift."""
+    """Whole-signal pitch path (one ProfileStream, final=True); 'world' falls back to pitch.world_pitch_shift.
+
+    `audio` is engine output rendered at the profile's length_scale times `ProfileStream.model_length`."""
     if profile.pitch_method == "world":
         from chorus.adapters.pitch import world_pitch_shift
 
@@ -587,5 +712,82 @@ def bench(out_path: str = "bench/results/profile-cost.md", repeats: int = 5) -> 
     return text
 
 
+def bench_raised(out_path: str = "bench/results/profile-raised.md",
+                 factors: tuple[float, ...] = (1.2, 1.45, 1.7, 2.0)) -> str:
+    """Raised voices on the resample path: what serving streams (engine at length_scale / r, WSOLA x r, soxr)
+    against apply_profile's whole-signal path (engine at length_scale, soxr), on the base voice; writes markdown."""
+    import json
+    import time
+    from pathlib import Path
+
+    from chorus.adapters.adapted import apply_profile
+    from chorus.adapters.pitch import median_f0
+    from chorus.adapters.targets import HELDOUT_SENTENCES, TRAIN_SENTENCES
+    from chorus.engine.synth import SynthesisOptions, Synthesizer
+    from chorus.quality.dnsmos import dnsmos
+    from chorus.quality.similarity import embed_speaker
+    from chorus.quality.whisper import audio_wer
+
+    synth = Synthesizer(backend="onnx", num_threads=2)
+    sr = synth.sample_rate
+    texts = list(HELDOUT_SENTENCES)[:6] + list(TRAIN_SENTENCES[:6])
+    rows = []
+    for r in factors:
+        profile = VoiceProfile(pitch_method="resample", pitch_factor=r, length_scale=r)
+        served_scale = profile.length_scale * ProfileStream(profile, sr).model_length
+        ref, served, errors, words, engine_s, dsp_s = [], [], [0, 0], 0, 0.0, 0.0
+        for seed, text in enumerate(texts):
+            ref.append(apply_profile(synth.synthesize(text, SynthesisOptions(seed=seed, length_scale=r)), sr, profile))
+            start = time.perf_counter()
+            audio = synth.synthesize(text, SynthesisOptions(seed=seed, length_scale=served_scale))
+            engine_s += time.perf_counter() - start
+            start = time.perf_counter()
+            served.append(apply_profile_fast(audio, sr, profile))
+            dsp_s += time.perf_counter() - start
+            for k, out in enumerate((ref[-1], served[-1])):
+                w = audio_wer(text, out, sr)
+                errors[k] += w.substitutions + w.deletions + w.insertions
+            words += w.reference_words
+        e_ref = np.mean([embed_speaker(a, sr) for a in ref], axis=0)
+        e_served = np.mean([embed_speaker(a, sr) for a in served], axis=0)
+        d_ref = np.array([dnsmos(a, sr).ovrl for a in ref])
+        d_served = np.array([dnsmos(a, sr).ovrl for a in served])
+        delta = d_served - d_ref
+        rows.append({"factor": r, "clips": len(texts), "words": words,
+                     "dnsmos_reference": round(float(d_ref.mean()), 3), "dnsmos_served": round(float(d_served.mean()), 3),
+                     "dnsmos_diff": round(float(delta.mean()), 3),
+                     "dnsmos_diff_se": round(float(delta.std() / np.sqrt(len(delta))), 3),
+                     "word_errors_reference": errors[0], "word_errors_served": errors[1],
+                     "similarity_served_to_reference": round(float(
+                         e_ref @ e_served / np.linalg.norm(e_ref) / np.linalg.norm(e_served)), 3),
+                     "f0_reference": round(median_f0(ref, sr), 1), "f0_served": round(median_f0(served, sr), 1),
+                     "engine_s_served": round(engine_s, 2), "dsp_s_served": round(dsp_s, 3)})
+    lines = ["# Raised voices on the resample path: served vs whole-signal (adapters/profile.py)", "",
+             "Base voice (no adapter), 12 sentences (HELDOUT_SENTENCES[:6], TRAIN_SENTENCES[:6]; seeds 0-11), "
+             "profile `resample` x r with length_scale r. Reference: `apply_profile` (engine at length_scale r, "
+             "soxr plays it back r times faster: r times the base voice's model time per output second). Served: "
+             "`ProfileStream` (engine at length_scale 1, WSOLA stretches by r, soxr: the base voice's model time "
+             "plus the DSP). Similarity: Resemblyzer cosine between the two renderings' mean embeddings. DNSMOS "
+             "difference taken clip by clip (standard error). DSP share: the served path's WSOLA + soxr time over "
+             "its engine time (Synthesizer, ONNX, 2 threads; a shared 2-core machine).", "",
+             "Rerun: `PYTHONSAFEPATH=1 python -m chorus.adapters.profile raised` (~5 min; writes this file and .json).",
+             "", "| r | DNSMOS reference | DNSMOS served | difference (s.e.) | word errors reference / served "
+             "(of words) | similarity served to reference | median f0 reference / served | DSP share of engine |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['factor']} | {row['dnsmos_reference']:.3f} | {row['dnsmos_served']:.3f} | "
+                     f"{row['dnsmos_diff']:+.3f} ({row['dnsmos_diff_se']:.3f}) | {row['word_errors_reference']} / "
+                     f"{row['word_errors_served']} ({row['words']}) | {row['similarity_served_to_reference']:.3f} | "
+                     f"{row['f0_reference']} / {row['f0_served']} Hz | "
+                     f"{100 * row['dsp_s_served'] / row['engine_s_served']:.1f}% |")
+    text = "\n".join(lines) + "\n"
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(out_path).write_text(text)
+    Path(out_path).with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
+    return text
+
+
 if __name__ == "__main__":
-    print(bench())
+    import sys
+
+    print(bench_raised() if sys.argv[1:] == ["raised"] else bench())

@@ -83,14 +83,14 @@ class Speaker:
             raise ValueError(f"speed must be between 0.25 and 4.0, got {speed}")
         base = self.voice
         weights = voice.weights if voice else None
-        length_scale = (voice.profile.length_scale if voice else base.length_scale) / speed
+        profile = ProfileStream(voice.profile, self.sample_rate) if voice else None
+        length_scale = (voice.profile.length_scale * profile.model_length if voice else base.length_scale) / speed
         scales = (base.noise_scale, length_scale, base.noise_w)
         generator = torch.Generator()
         if seed is None:
             generator.seed()
         else:
             generator.manual_seed(seed)
-        profile = ProfileStream(voice.profile, self.sample_rate) if voice else None
         time_scale = profile.time_scale if profile else 1.0
         hop_s = HOP_LENGTH / self.sample_rate
         silence = np.zeros(int(round(SENTENCE_SILENCE_S * self.sample_rate)), np.float32)

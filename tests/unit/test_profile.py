@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from chorus.adapters.pitch import from_model_domain, median_f0, octave_folded_median, pyin_f0
-from chorus.adapters.profile import ProfileStream, apply_profile_fast, fast_f0
+from chorus.adapters.profile import ProfileStream, _Wsola, apply_profile_fast, fast_f0
 from chorus.adapters.targets import HELDOUT_SENTENCES, render_ids
 from chorus.adapters.train import VoiceProfile
 from chorus.adapters.trainset import text_ids
@@ -16,6 +16,7 @@ SR = 22050
 PSOLA_UP = VoiceProfile(pitch_method="psola", pitch_factor=1.4)
 PSOLA_DOWN = VoiceProfile(pitch_method="psola", pitch_factor=0.8)
 RESAMPLE = VoiceProfile(pitch_method="resample", pitch_factor=1.4)
+RESAMPLE_DOWN = VoiceProfile(pitch_method="resample", pitch_factor=0.8)
 SPLIT = VoiceProfile(pitch_method="split", pitch_factor=1.4, resample_factor=1.1)
 
 
@@ -57,8 +58,8 @@ def test_fast_f0_agrees_with_pyin(speech, speech_pyin):
     assert np.nanmin(f0) >= 60 and np.nanmax(f0) <= 200
 
 
-@pytest.mark.parametrize("profile", [PSOLA_UP, PSOLA_DOWN, RESAMPLE, SPLIT],
-                         ids=["psola1.4", "psola0.8", "resample", "split"])
+@pytest.mark.parametrize("profile", [PSOLA_UP, PSOLA_DOWN, RESAMPLE, RESAMPLE_DOWN, SPLIT],
+                         ids=["psola1.4", "psola0.8", "resample1.4", "resample0.8", "split"])
 def test_streamed_output_equals_whole_signal_output(speech, profile):
     whole = apply_profile_fast(speech, SR, profile)
     streamed, held = _stream(profile, speech)
@@ -82,20 +83,48 @@ def test_psola_moves_pitch_by_the_factor_and_keeps_length(speech, speech_pyin):
         assert np.mean(np.abs(f_out[both] / f_in[both] - 1) < 0.05) < 0.1
 
 
-def test_resample_and_split_paths(speech):
-    out = apply_profile_fast(speech, SR, RESAMPLE)
-    reference = from_model_domain(speech, SR, 1.4)  # the whole-signal path of apply_profile
+def test_resample_and_split_paths(speech, speech_pyin):
+    # Lowered: the engine renders r times as long and soxr plays it back r times faster (apply_profile's path).
+    out = apply_profile_fast(speech, SR, RESAMPLE_DOWN)
+    reference = from_model_domain(speech, SR, 0.8)
     assert abs(len(out) - len(reference)) <= 1
     n = min(len(out), len(reference))
     assert np.max(np.abs(out[:n] - reference[:n])) < 1e-3
+    # Raised: the engine renders 1/r as long (base cost), WSOLA stretches by r, soxr plays back r times faster:
+    # same length as the engine's audio, pitch (and formants) times r.
+    assert ProfileStream(RESAMPLE, SR).model_length == pytest.approx(1 / 1.4)
+    out = apply_profile_fast(speech, SR, RESAMPLE)
+    assert abs(len(out) - len(speech)) <= 2
+    ratio = median_f0([out], SR) / octave_folded_median(speech_pyin)
+    assert abs(ratio / 1.4 - 1) < 0.05, f"f0 ratio {ratio:.3f}"
     split = apply_profile_fast(speech, SR, SPLIT)
-    assert abs(len(split) - len(speech) / 1.1) <= 2
+    assert abs(len(split) - len(speech)) <= 2
+    ratio = median_f0([split], SR) / octave_folded_median(speech_pyin)
+    assert abs(ratio / 1.4 - 1) < 0.05, f"f0 ratio {ratio:.3f}"
+
+
+def test_wsola_stretches_time_and_keeps_pitch(speech, speech_pyin):
+    for stretch in (1.2, 1.7):
+        out = _Wsola(SR, stretch).push(speech.astype(np.float64), final=True)
+        assert len(out) == round(len(speech) * stretch)
+        ratio = median_f0([out.astype(np.float32)], SR) / octave_folded_median(speech_pyin)
+        assert abs(ratio - 1) < 0.03, f"stretch {stretch}: f0 moved by {ratio:.3f}"
+        # Energy follows the input (Hann grains half overlapping sum to 1; no dropped or doubled stretches).
+        rms_in, rms_out = np.sqrt(np.mean(speech ** 2)), np.sqrt(np.mean(out ** 2))
+        assert abs(rms_out / rms_in - 1) < 0.1
+    tone = np.sin(2 * np.pi * 110 * np.arange(SR) / SR)
+    out = _Wsola(SR, 1.3).push(tone, final=True)
+    # A periodic input continues without seams: every grain lands in phase, so the output stays a clean sine.
+    mid = out[2000:-2000]
+    assert np.max(np.abs(mid)) < 1.02 and np.sqrt(np.mean(mid ** 2)) == pytest.approx(np.sqrt(0.5), rel=0.02)
 
 
 def test_time_scale_and_passthrough(speech):
     assert ProfileStream(PSOLA_UP, SR).time_scale == 1.0
-    assert ProfileStream(RESAMPLE, SR).time_scale == pytest.approx(1 / 1.4)
-    assert ProfileStream(SPLIT, SR).time_scale == pytest.approx(1 / 1.1)
+    assert ProfileStream(RESAMPLE, SR).time_scale == 1.0  # raised: WSOLA's stretch undoes the resampling's
+    assert ProfileStream(RESAMPLE_DOWN, SR).time_scale == pytest.approx(1 / 0.8)
+    assert ProfileStream(RESAMPLE_DOWN, SR).model_length == 1.0
+    assert ProfileStream(SPLIT, SR).time_scale == 1.0
     for profile in (VoiceProfile(pitch_method="psola", pitch_factor=1.0), VoiceProfile(pitch_method="resample"),
                     VoiceProfile(pitch_method="split", pitch_factor=1.2, resample_factor=1.2)):
         out = apply_profile_fast(speech, SR, profile)
