@@ -3,14 +3,17 @@
 `Speaker` holds the base voice's ONNX graphs once (chorus.engine.runtime_stream), the text front end and
 the voice cache. A request runs sentence by sentence: the text and flow graphs for the sentence, then
 the decoder window by window, each window's audio passed through the voice's profile stream (its
-pitch path) and handed out at once. Word times come with a sentence's first audio. A tenant voice
-differs from the base voice only in the weights fed to the same graphs and its profile, so it runs
-at the base voice's speed. The same seed gives the same audio as the engine's `Synthesizer`.
+pitch path) and handed out at once. The first window is small (the first bytes go out early); each later
+one is as large as the decoder, at its measured speed, makes in `WINDOW_SAFETY` of the audio the listener
+has buffered, so a sentence takes as few windows (and their context frames) as a gapless stream allows.
+Word times come with a sentence's first audio. A tenant voice differs from the base voice only in the
+weights fed to the same graphs and its profile, so it runs at the base voice's speed. The same seed gives the same audio as the engine's `Synthesizer`.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -19,13 +22,18 @@ import torch
 
 from chorus.adapters.profile import ProfileStream
 from chorus.engine.runtime_ort import HOP_LENGTH, OrtSettings
-from chorus.engine.runtime_stream import FIRST_WINDOW, GROWTH, StreamingRuntime, windows
+from chorus.engine.runtime_stream import FIRST_WINDOW, StreamingRuntime
 from chorus.engine.synth import STREAM_BLOCK_CHARS, text_blocks
 from chorus.serving.timestamps import WordTime, word_times
 from chorus.serving.voices import LoadedVoice, VoiceCache
 
 SENTENCE_SILENCE_S = 0.2
 """Silence between sentences, as the engine's default SynthesisOptions."""
+
+WINDOW_SAFETY = 0.6
+"""A decoder window after the first is sized to take this share of the audio a listener has buffered, at the
+decoder's measured speed: the next audio is ready with room to spare for a slower spell, and a sentence is
+decoded in as few windows as that allows (each window decodes `DECODER_CONTEXT` extra frames on each side)."""
 
 
 class Chunk(NamedTuple):
@@ -39,8 +47,7 @@ class Speaker:
     """The base model once, any number of voices: `stream(text, voice)` yields Chunks as they are made."""
 
     def __init__(self, threads: int = 2, voice_cache_mb: float = 256.0,
-                 storage_options: Callable[[str], dict] | None = None, first_window: int = FIRST_WINDOW,
-                 growth: float = GROWTH):
+                 storage_options: Callable[[str], dict] | None = None, first_window: int = FIRST_WINDOW):
         from chorus.engine.export import cached_export, cached_stream_export
         from chorus.engine.frontend import TextFrontEnd
         from chorus.engine.voice import load_base_voice
@@ -60,7 +67,25 @@ class Speaker:
                                 storage_options)
         self.frontend = TextFrontEnd(self.voice)
         self._frontend_lock = threading.Lock()  # one espeak-ng process: one caller at a time
-        self.first_window, self.growth = first_window, growth
+        self.first_window = first_window
+        self._frame_s: float | None = None  # decoder wall seconds per latent frame, measured
+        self._speed_lock = threading.Lock()
+
+    def _window_end(self, start: int, frames: int, buffered_s: float) -> int:
+        """Where the decoder window from `start` ends: `first_window` frames while nothing is buffered, else as
+        many as the decoder makes, at its measured speed, in WINDOW_SAFETY of the audio the listener has not
+        heard yet (so the next audio is there before that runs out); a tail under `first_window` joins it."""
+        size = self.first_window
+        if buffered_s > 0 and self._frame_s is not None:
+            size = max(size, int(WINDOW_SAFETY * buffered_s / self._frame_s))
+        stop = min(frames, start + size)
+        return frames if frames - stop < self.first_window else stop
+
+    def _measure(self, frames: int, seconds: float) -> None:
+        """Track the decoder's wall seconds per frame (context included; a moving average over windows)."""
+        per_frame = seconds / max(1, frames)
+        with self._speed_lock:
+            self._frame_s = per_frame if self._frame_s is None else 0.7 * self._frame_s + 0.3 * per_frame
 
     def _utterances(self, text: str):
         if not isinstance(text, str) or not text.strip():
@@ -95,20 +120,32 @@ class Speaker:
         hop_s = HOP_LENGTH / self.sample_rate
         silence = np.zeros(int(round(SENTENCE_SILENCE_S * self.sample_rate)), np.float32)
         model_samples = 0  # audio made so far, in the model's time (before the profile)
+        sent_s, first_sent = 0.0, None  # output audio handed out, and when the first of it was
+
+        def buffered_s(sent: float) -> float:
+            """Audio handed out that a listener who started at the first chunk has not heard yet."""
+            return 0.0 if first_sent is None else sent - (time.perf_counter() - first_sent)
+
         for utterance in self._utterances(text):
             latents = self.runtime.latents(utterance.ids, scales, generator, weights)
             lead = silence if model_samples else silence[:0]
             words = word_times(utterance.text, utterance.phonemes, latents.durations, hop_s,
                                (model_samples + len(lead)) / self.sample_rate * time_scale, time_scale)
-            # the first window may be `growth` times the audio already sent: it is ready before that has played
-            first = max(self.first_window, int(self.growth * model_samples / HOP_LENGTH))
-            for start, stop in windows(latents.frames, first, self.growth):
+            start = 0
+            while start < latents.frames:
+                stop = self._window_end(start, latents.frames, buffered_s(sent_s))
+                began = time.perf_counter()
                 audio = self.runtime.decode(latents.z, start, stop, weights)
+                self._measure(stop - start, time.perf_counter() - began)
                 if start == 0 and len(lead):
                     audio = np.concatenate([lead, audio])
+                start = stop
                 model_samples += len(audio)
                 if profile is not None:
                     audio = profile.process(audio)
+                if first_sent is None:
+                    first_sent = time.perf_counter()
+                sent_s += len(audio) / self.sample_rate
                 yield Chunk(audio, words)
                 words = []
         if profile is not None:
