@@ -10,6 +10,11 @@ engine's own synthesis time, and only on a whole utterance. Here:
 - `ProfileStream`: TD-PSOLA (the algorithm of adapters.psola; unvoiced stretches copied in place) and/or
   soxr.ResampleStream, fed chunk by chunk; the streamed output is the whole-signal output (bit-identical in the
   bench) and lags the input by at most `lookahead_s` (measured: psola 50-55 ms, resample 37 ms, split 80-88 ms).
+- Raised voices on the resample and split paths (resampling up by rho > 1): resampling shortens the audio by
+  rho, so rendering the engine at the profile's length_scale (fitted for that) costs rho times the base voice's
+  model time per output second. `ProfileStream.model_length` (1 / rho) has the engine render at the base
+  voice's length instead, and `_Wsola` stretches that by rho (pitch kept) before soxr: bench/results/
+  profile-raised.md measures it against apply_profile's path (DNSMOS, word errors, similarity, cost).
 - `apply_profile_fast`: the whole-signal call (one stream, final=True).
 Measured (bench/results/profile-cost.md, `PYTHONSAFEPATH=1 python -m chorus.adapters.profile`; 17.9 s of engine
 output, engine RTF 0.049 on 2 threads, a shared machine): psola x1.4 costs 1.8% of the engine's time (RTF 0.0009;
