@@ -550,8 +550,9 @@ class Bench:
 
 
 def model_time_factor(scenario: str) -> float:
-    """Model seconds per output second of a scenario's voice: the resample path shortens its audio by the pitch
-    factor (ProfileStream.time_scale); the base voice and PSOLA keep the model's timing."""
+    """Model seconds per output second of a scenario's voice (1 / ProfileStream.time_scale): a lowered voice on the
+    resample path is lengthened by its resampling; raised voices, the base voice and PSOLA keep the model's timing
+    (a raised voice renders at the base voice's length and is WSOLA-stretched before the resampling)."""
     from chorus.adapters.profile import ProfileStream
     from chorus.adapters.train import VoiceProfile
 
@@ -684,8 +685,8 @@ def evaluate_targets(by: dict[str, dict], c: int, ttfb: dict, attach: dict, over
                   if "chorus-in-process" in by else "")
     rows = [
         row("resample tenant / base voice", paired(resample, base), ">=", TARGETS["tenant_vs_base_min"],
-            f"output audio-s/s, {c} clients; {both(resample, base)}; in model time (before the resampling by "
-            f"the pitch factor shortens the audio): {in_model_time:.3f}"),
+            f"output audio-s/s, {c} clients (engine at the base length, WSOLA x r, soxr); {both(resample, base)}; "
+            f"in model time: {in_model_time:.3f}"),
         row("psola tenant / base voice", paired(f"psola@{c}", base), ">=", TARGETS["tenant_vs_base_min"],
             f"output audio-s/s, {c} clients (PSOLA keeps the timing); {both(f'psola@{c}', base)}"),
         row("50-voice mix / single tenant voice", paired(f"mix50@{c}", resample), ">=",
@@ -731,8 +732,8 @@ def markdown(payload: dict, rerun: str) -> str:
         f"and TTFB (first chunk of the streamed 24 kHz pcm response) are percentiles over every request of the "
         f"scenario (nearest rank). Tenant voices: `resample` {PROFILES['resample']}, `psola` {PROFILES['psola']}; "
         f"`mix50`: round robin over 50 tenant voices (10 tenants x 5, resample profile, real engine LoRAs, all "
-        f"attached before timing). `model_throughput`: the same in the model's time, before the resample path "
-        f"shortens the audio by its pitch factor (the work done per second). `chorus-in-process`: a diagnostic, "
+        f"attached before timing). `model_throughput`: the same in the model's time (the work done per second; "
+        f"it differs only for a lowered voice on the resample path, lengthened by its resampling). `chorus-in-process`: a diagnostic, "
         f"the server's Speaker run in this process (same thread settings, no HTTP, no Ray), sequential. "
         f"`cpu_server_per_audio_s`: CPU seconds of every process the benchmark started (Ray, the server) per "
         f"audio second; `cpu_bench_per_audio_s`: this process's (the HTTP clients, or Piper / the Speaker in "
