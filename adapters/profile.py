@@ -398,7 +398,7 @@ WSOLA_TOLERANCE = 256
 waveform: more than one period of the base voice's lowest pitch (F0_MIN)."""
 
 WSOLA_DECIMATION = 4
-"""The similarity search runs on box-decimated audio, then refines at full rate within ± this many samples."""
+"""The similarity search runs on audio box-decimated by this, then refines at full rate around the best block."""
 
 
 class _Wsola:
@@ -408,7 +408,7 @@ class _Wsola:
     k is read near input sample k * hop / stretch, moved within ± `WSOLA_TOLERANCE` to where it best
     continues the previous grain's waveform (cross-correlation, coarse on decimated audio, refined at full rate).
     Measured on base-voice speech (12 sentences): stretching by 1.2 and 1.5 left DNSMOS where it was, where TD-PSOLA
-    stretching lost 0.15-0.17 (bench/results/profile-cost.md).
+    stretching lost 0.15-0.17 (adapters/README.md, Limits; bench/results/profile-raised.md for the served path).
     """
 
     def __init__(self, sample_rate: int, stretch: float):
@@ -433,8 +433,8 @@ class _Wsola:
     def _read(self, start: int, length: int) -> np.ndarray:
         """Input [start, start + length), zeros outside what exists."""
         lo, hi = max(start, self.x0), min(start + length, self.x0 + len(self.x))
-        if lo <= start and hi >= start + length:
-            return self.x[start - self.x0:start - self.x0 + length]
+        if lo == start and hi == start + length:
+            return self.x[start - self.x0:hi - self.x0]
         seg = np.zeros(length)
         if hi > lo:
             seg[lo - start:hi - start] = self.x[lo - self.x0:hi - self.x0]
@@ -444,6 +444,8 @@ class _Wsola:
         """Decimated input (sums of WSOLA_DECIMATION samples) for blocks [start, start + length), zeros outside."""
         b0 = self.x0 // WSOLA_DECIMATION
         lo, hi = max(start, b0), min(start + length, b0 + len(self.xd))
+        if lo == start and hi == start + length:
+            return self.xd[start - b0:hi - b0]
         seg = np.zeros(length)
         if hi > lo:
             seg[lo - start:hi - start] = self.xd[lo - b0:hi - b0]
@@ -457,7 +459,7 @@ class _Wsola:
         cont = self.prev + self.hop  # where the previous grain's waveform would continue
         tb = -(-cont // d)  # the first whole block at or after cont
         target = self._read_coarse(tb, win // d)
-        if float(target @ target) < SILENT_RMS ** 2 * win * d * d:
+        if float(target @ target) < SILENT_RMS ** 2 * win * d:  # block sums: d^2 a^2 per block, win / d blocks
             return nominal  # nothing to line up with
         first = -(-(nominal - tol) // d)  # coarse candidates: whole blocks within the tolerance
         cc = np.correlate(self._read_coarse(first, (nominal + tol) // d - first + win // d), target, "valid")
@@ -759,7 +761,8 @@ def bench_raised(out_path: str = "bench/results/profile-raised.md",
         d_served = np.array([dnsmos(a, sr).ovrl for a in served])
         delta = d_served - d_ref
         rows.append({"factor": r, "clips": len(texts), "words": words,
-                     "dnsmos_reference": round(float(d_ref.mean()), 3), "dnsmos_served": round(float(d_served.mean()), 3),
+                     "dnsmos_reference": round(float(d_ref.mean()), 3),
+                     "dnsmos_served": round(float(d_served.mean()), 3),
                      "dnsmos_diff": round(float(delta.mean()), 3),
                      "dnsmos_diff_se": round(float(delta.std() / np.sqrt(len(delta))), 3),
                      "word_errors_reference": errors[0], "word_errors_served": errors[1],

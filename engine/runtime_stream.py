@@ -31,7 +31,8 @@ GROWTH = 4
 """Each window is this many times the one before. The decoder runs at ~0.05 of real time, so a window
 4x the audio already sent is ready long before that audio has played (no gap for the listener), while
 the windows of a sentence stay few: the context costs ~7% of a 12 s sentence's decoder time, and a
-sentence after one that already gave a listener enough audio is decoded in one window (no cost)."""
+sentence after one that already gave a listener enough audio is decoded in one window (no cost).
+Serving (chorus.serving.speaker) sizes its windows from the decoder's measured speed instead."""
 
 Weights = Mapping[str, np.ndarray]
 

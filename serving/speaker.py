@@ -7,7 +7,8 @@ pitch path) and handed out at once. The first window is small (the first bytes g
 one is as large as the decoder, at its measured speed, makes in `WINDOW_SAFETY` of the audio the listener
 has buffered, so a sentence takes as few windows (and their context frames) as a gapless stream allows.
 Word times come with a sentence's first audio. A tenant voice differs from the base voice only in the
-weights fed to the same graphs and its profile, so it runs at the base voice's speed. The same seed gives the same audio as the engine's `Synthesizer`.
+weights fed to the same graphs and its profile, so it runs at the base voice's speed. The same seed gives
+the same audio as the engine's `Synthesizer`.
 """
 
 from __future__ import annotations

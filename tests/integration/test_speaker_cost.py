@@ -50,7 +50,8 @@ def _frames_per_output_second(speaker: Speaker, voice: LoadedVoice | None) -> tu
 def test_every_pitch_path_decodes_at_most_the_base_voices_frames_per_output_second(speaker):
     base_rate, base_s = _frames_per_output_second(speaker, None)
     for name, profile in PROFILES.items():
-        voice = LoadedVoice(key=VoiceKey("t", name.split()[0], 1, "file:///none"), weights=dict(speaker.cache.base_weights),
+        voice = LoadedVoice(key=VoiceKey("t", name.split()[0], 1, "file:///none"),
+                            weights=dict(speaker.cache.base_weights),
                             profile=profile, nbytes=0, load_ms=0.0)
         rate, seconds = _frames_per_output_second(speaker, voice)
         # each profile's length scale makes up for its resampling: about the base voice's length (whole frames)
