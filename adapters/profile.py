@@ -407,8 +407,9 @@ class _Wsola:
     Output grains of `WSOLA_WINDOW` samples, half overlapping with a periodic Hann window (they sum to 1); grain
     k is read near input sample k * hop / stretch, moved within ± `WSOLA_TOLERANCE` to where it best
     continues the previous grain's waveform (cross-correlation, coarse on decimated audio, refined at full rate).
-    Measured on base-voice speech (12 sentences): stretching by 1.2 and 1.5 left DNSMOS where it was, where TD-PSOLA
-    stretching lost 0.15-0.17 (adapters/README.md, Limits; bench/results/profile-raised.md for the served path).
+    Measured on base-voice speech (6 sentences, DNSMOS 3.38): stretching by 1.2 and 1.5 moved DNSMOS by +0.01 and
+    -0.05, where TD-PSOLA stretching lost 0.15 and 0.17 (adapters/README.md, Limits; bench/results/
+    profile-raised.md measures the served path).
     """
 
     def __init__(self, sample_rate: int, stretch: float):
