@@ -401,6 +401,18 @@ WSOLA_DECIMATION = 4
 """The similarity search runs on audio box-decimated by this, then refines at full rate around the best block."""
 
 
+def _padded(buf: np.ndarray, offset: int, start: int, length: int) -> np.ndarray:
+    """buf's samples [start, start + length) in absolute indices (buf[0] is `offset`), zeros outside buf:
+    a view when the span lies inside."""
+    lo, hi = max(start, offset), min(start + length, offset + len(buf))
+    if lo == start and hi == start + length:
+        return buf[start - offset:hi - offset]
+    seg = np.zeros(length)
+    if hi > lo:
+        seg[lo - start:hi - start] = buf[lo - offset:hi - offset]
+    return seg
+
+
 class _Wsola:
     """Streaming WSOLA time stretch (output seconds per input second = `stretch`), pitch and formants kept.
 
@@ -433,24 +445,11 @@ class _Wsola:
 
     def _read(self, start: int, length: int) -> np.ndarray:
         """Input [start, start + length), zeros outside what exists."""
-        lo, hi = max(start, self.x0), min(start + length, self.x0 + len(self.x))
-        if lo == start and hi == start + length:
-            return self.x[start - self.x0:hi - self.x0]
-        seg = np.zeros(length)
-        if hi > lo:
-            seg[lo - start:hi - start] = self.x[lo - self.x0:hi - self.x0]
-        return seg
+        return _padded(self.x, self.x0, start, length)
 
     def _read_coarse(self, start: int, length: int) -> np.ndarray:
         """Decimated input (sums of WSOLA_DECIMATION samples) for blocks [start, start + length), zeros outside."""
-        b0 = self.x0 // WSOLA_DECIMATION
-        lo, hi = max(start, b0), min(start + length, b0 + len(self.xd))
-        if lo == start and hi == start + length:
-            return self.xd[start - b0:hi - b0]
-        seg = np.zeros(length)
-        if hi > lo:
-            seg[lo - start:hi - start] = self.xd[lo - b0:hi - b0]
-        return seg
+        return _padded(self.xd, self.x0 // WSOLA_DECIMATION, start, length)
 
     def _place(self, nominal: int) -> int:
         """Input start for a grain near `nominal`: where it best continues the previous grain."""
